@@ -1,0 +1,54 @@
+# eventrouter: every target bootstraps what it needs; a fresh clone needs only
+# Python 3.11+ and make.  `make run` starts the server, `make test` runs the suite.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+PY     := $(BIN)/python
+# Re-install when the project's dependencies change.
+STAMP  := $(VENV)/.installed
+
+PROTO_DIR := protos
+PROTOS    := $(wildcard $(PROTO_DIR)/eventrouter/v1/*.proto)
+GEN_DIR   := client
+
+.DEFAULT_GOAL := help
+.PHONY: help venv run test pytest lint typecheck gen proto-lint node-deps clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "eventrouter needs Python 3.11 or newer")'
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	@touch $@
+
+venv: $(STAMP)  ## create .venv and install the project with its dev tools
+
+run: $(STAMP)  ## start a single-node server on 127.0.0.1:50051
+	$(BIN)/eventrouter serve $(ARGS)
+
+gen: $(STAMP)  ## regenerate Python code and .pyi stubs from protos/
+	$(PY) scripts/gen_protos.py
+
+node-deps: node_modules/.installed  ## install the npm packages (buf, grpc-js) the suite uses
+
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+proto-lint: node-deps  ## buf lint (STANDARD rules) over protos/
+	cd $(PROTO_DIR) && ../node_modules/.bin/buf lint
+
+lint: $(STAMP)  ## ruff and mypy
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+test: $(STAMP) node-deps lint  ## the whole suite: lint, types, tests
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+clean:  ## remove the virtual environment and caches
+	rm -rf $(VENV) node_modules .pytest_cache .mypy_cache .ruff_cache build dist *.egg-info

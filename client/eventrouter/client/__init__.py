@@ -1,0 +1,1 @@
+"""eventrouter client library (stub, filled in below)."""
