@@ -52,3 +52,13 @@ test: $(STAMP) node-deps lint  ## the whole suite: lint, types, tests
 
 clean:  ## remove the virtual environment and caches
 	rm -rf $(VENV) node_modules .pytest_cache .mypy_cache .ruff_cache build dist *.egg-info
+
+# --- contract tooling ---
+.PHONY: proto-check docs
+
+proto-check: node-deps  ## buf lint + buf breaking against the released contract (contract/released)
+	cd $(PROTO_DIR) && ../node_modules/.bin/buf lint
+	cd $(PROTO_DIR) && ../node_modules/.bin/buf breaking --against ../contract/released
+
+docs: $(STAMP)  ## render docs/reference.md from the comments in protos/
+	$(PY) scripts/gen_proto_docs.py

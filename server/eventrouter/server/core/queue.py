@@ -1,0 +1,193 @@
+"""A connection's bounded outgoing queue and its overflow policy.
+
+Every event routed to a connection is appended here as an encoded frame; the
+connection's writer drains everything pending into one stream message.  The
+queue is bounded by count and by bytes, so a consumer that stops reading can
+never grow the server's memory without bound.  When it is full:
+
+1. pending *ephemeral* events are dropped, oldest first, and counted;
+2. a new ephemeral event that still finds no room is dropped and counted;
+3. a new *update* that still finds no room closes the queue as too slow: the
+   stream ends with RESOURCE_EXHAUSTED and the client resumes from its last
+   position.  An update is never dropped from a queue that stays open.
+
+Replayed history (resume) goes into a separate backlog that the limits do not
+count: it references bytes the history already holds, and it is bounded by
+the history's own limits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+from collections import deque
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class QueueLimits:
+    """Per-connection bounds; the defaults suit phones on slow networks."""
+
+    max_events: int = 1024
+    max_bytes: int = 8 * 1024 * 1024
+    # Upper bound of one stream message, so a catch-up never exceeds the
+    # client's maximum receive size (gRPC's default is 4 MiB).
+    max_write_bytes: int = 1024 * 1024
+
+    def __post_init__(self) -> None:
+        if self.max_events < 1 or self.max_bytes < 1 or self.max_write_bytes < 1:
+            raise ValueError("queue limits must be positive")
+
+
+class CloseReason(enum.Enum):
+    """Why the server ended a connection."""
+
+    TOO_SLOW = "too_slow"
+    SHUTDOWN = "shutdown"
+    DISCONNECTED = "disconnected"
+
+
+@dataclass(frozen=True, slots=True)
+class Closure:
+    reason: CloseReason
+    message: str
+
+
+class ConnectionQueue:
+    """Bounded FIFO of encoded frames for one connection (single event loop)."""
+
+    __slots__ = (
+        "_backlog",
+        "_pending",
+        "_wakeup",
+        "closure",
+        "delivered",
+        "dropped_ephemeral",
+        "limits",
+        "pending_bytes",
+        "pending_updates",
+    )
+
+    def __init__(self, limits: QueueLimits | None = None) -> None:
+        self.limits = limits or QueueLimits()
+        # (is_update, frame) pairs, oldest first.
+        self._pending: deque[tuple[bool, bytes]] = deque()
+        self._backlog: deque[bytes] = deque()
+        self._wakeup = asyncio.Event()
+        self.pending_bytes = 0
+        self.pending_updates = 0
+        self.dropped_ephemeral = 0
+        self.delivered = 0
+        self.closure: Closure | None = None
+
+    # -- producer side ---------------------------------------------------
+
+    def push_update(self, frame: bytes) -> bool:
+        """Queue an update; False when the queue is closed (or closes now: too slow)."""
+        if self.closure is not None:
+            return False
+        if not self._make_room(len(frame)):
+            self.close(
+                CloseReason.TOO_SLOW,
+                f"consumer too slow: more than {self.limits.max_events} events or "
+                f"{self.limits.max_bytes} bytes pending; resume from the last position",
+            )
+            return False
+        self._append(True, frame)
+        return True
+
+    def push_ephemeral(self, frame: bytes) -> bool:
+        """Queue an ephemeral event; False when it was dropped or the queue is closed."""
+        if self.closure is not None:
+            return False
+        if not self._make_room(len(frame)):
+            self.dropped_ephemeral += 1
+            return False
+        self._append(False, frame)
+        return True
+
+    def push_backlog(self, frames: list[bytes]) -> None:
+        """Queue replayed history ahead of every live event."""
+        self._backlog.extend(frames)
+        if frames:
+            self._wakeup.set()
+
+    def close(self, reason: CloseReason, message: str) -> None:
+        """End the connection; the writer reports it once the queue is drained of nothing more."""
+        if self.closure is None:
+            self.closure = Closure(reason, message)
+            self._wakeup.set()
+
+    def _fits(self, size: int) -> bool:
+        return (
+            len(self._pending) < self.limits.max_events
+            and self.pending_bytes + size <= self.limits.max_bytes
+        )
+
+    def _make_room(self, size: int) -> bool:
+        if self._fits(size):
+            return True
+        if self.pending_updates < len(self._pending):
+            self._drop_ephemerals_for(size)
+        return self._fits(size)
+
+    def _drop_ephemerals_for(self, size: int) -> None:
+        # Drop the oldest ephemerals until the new frame fits; updates stay.
+        limits = self.limits
+        count = len(self._pending)
+        nbytes = self.pending_bytes
+        kept: deque[tuple[bool, bytes]] = deque()
+        for is_update, frame in self._pending:
+            fits = count < limits.max_events and nbytes + size <= limits.max_bytes
+            if not is_update and not fits:
+                count -= 1
+                nbytes -= len(frame)
+                self.dropped_ephemeral += 1
+                continue
+            kept.append((is_update, frame))
+        self._pending = kept
+        self.pending_bytes = nbytes
+
+    def _append(self, is_update: bool, frame: bytes) -> None:
+        self._pending.append((is_update, frame))
+        self.pending_bytes += len(frame)
+        if is_update:
+            self.pending_updates += 1
+        self._wakeup.set()
+
+    # -- consumer side ---------------------------------------------------
+
+    @property
+    def depth(self) -> int:
+        """Events waiting to be written (backlog included)."""
+        return len(self._pending) + len(self._backlog)
+
+    def has_pending(self) -> bool:
+        return bool(self._pending or self._backlog)
+
+    async def wait(self) -> None:
+        """Return once something is pending or the queue was closed."""
+        while not self._pending and not self._backlog and self.closure is None:
+            self._wakeup.clear()
+            await self._wakeup.wait()
+
+    def drain(self) -> list[bytes]:
+        """Take the oldest frames, up to one write's worth of bytes (at least one)."""
+        budget = self.limits.max_write_bytes
+        out: list[bytes] = []
+        used = 0
+        backlog = self._backlog
+        while backlog and (not out or used + len(backlog[0]) <= budget):
+            frame = backlog.popleft()
+            used += len(frame)
+            out.append(frame)
+        pending = self._pending
+        while pending and (not out or used + len(pending[0][1]) <= budget):
+            is_update, frame = pending.popleft()
+            used += len(frame)
+            self.pending_bytes -= len(frame)
+            if is_update:
+                self.pending_updates -= 1
+            out.append(frame)
+        self.delivered += len(out)
+        return out

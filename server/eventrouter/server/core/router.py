@@ -1,0 +1,309 @@
+"""``EventRouter``: Happy's router API, in Python, embeddable in any process.
+
+Emitting an update takes one straight path:
+validate -> idempotency check -> serialize once -> number it in the user's
+history -> select recipients from the index -> append the same frame to each
+recipient's bounded queue.  Everything runs on one event loop without
+awaiting, so the emits for a user are numbered and queued in the order they
+were accepted, and every connection of that user sees that one order.
+"""
+
+from __future__ import annotations
+
+import enum
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from eventrouter.server.core import wire
+from eventrouter.server.core.connections import ClientConnection
+from eventrouter.server.core.filters import ALL_CONNECTIONS, RecipientFilter
+from eventrouter.server.core.history import (
+    HistoryEntry,
+    HistoryLimits,
+    MemoryHistory,
+    ResumeFailure,
+)
+from eventrouter.server.core.idempotency import IdempotencyCache
+from eventrouter.server.core.queue import CloseReason, ConnectionQueue, QueueLimits
+from eventrouter.server.core.registry import ConnectionRegistry, accepts
+from eventrouter.server.core.validation import (
+    DEFAULT_ID_RULES,
+    IdRules,
+    InvalidArgument,
+    check_size,
+    filter_from_proto,
+    validate_ephemeral,
+    validate_update,
+)
+from eventrouter.v1 import events_pb2, routing_pb2
+
+
+@dataclass(frozen=True, slots=True)
+class RouterLimits:
+    """Everything that bounds the router's memory and input."""
+
+    queue: QueueLimits = field(default_factory=QueueLimits)
+    history: HistoryLimits = field(default_factory=HistoryLimits)
+    idempotency_window_s: float = 300.0
+    max_event_bytes: int = 1024 * 1024
+    ids: IdRules = DEFAULT_ID_RULES
+
+
+@dataclass(frozen=True, slots=True)
+class EmitResult:
+    """What an emit did: how many connections it was queued to, and where it sits."""
+
+    reached: int
+    duplicate: bool = False
+    # Position of an update in the user's stream; 0 and "" for ephemerals.
+    offset: int = 0
+    epoch: str = ""
+
+
+class ResumeStatus(enum.Enum):
+    NOT_REQUESTED = "not_requested"
+    RESUMED = "resumed"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True, slots=True)
+class OpenResult:
+    """The outcome of registering a connection (with or without resume)."""
+
+    status: ResumeStatus
+    failure: ResumeFailure | None
+    replayed: int
+    # The user's stream position once the connection is registered.
+    offset: int
+    epoch: str
+
+
+@dataclass(slots=True)
+class RouterStats:
+    """Counters since start; the metrics endpoint exports them."""
+
+    updates_emitted: int = 0
+    ephemerals_emitted: int = 0
+    duplicates: int = 0
+    deliveries: int = 0
+    ephemeral_dropped: int = 0
+    closed_too_slow: int = 0
+    resumes_ok: int = 0
+    resumes_failed: int = 0
+
+
+FilterInput = RecipientFilter | routing_pb2.RecipientFilter | None
+SkipInput = ClientConnection | str | None
+
+
+class EventRouter:
+    """Routes a user's events to the subset of that user's connections a filter selects."""
+
+    def __init__(self, limits: RouterLimits | None = None, node_id: str | None = None) -> None:
+        self.limits = limits or RouterLimits()
+        self.node_id = node_id or "node-" + secrets.token_hex(4)
+        self.registry = ConnectionRegistry()
+        self.history = MemoryHistory(self.limits.history)
+        self.stats = RouterStats()
+        self._recent: IdempotencyCache[EmitResult] = IdempotencyCache(
+            self.limits.idempotency_window_s
+        )
+        # Called with every connection the router unregisters itself (too slow, closed).
+        self.on_connection_closed: Callable[[ClientConnection], None] | None = None
+
+    # -- connections -----------------------------------------------------
+
+    def add_connection(
+        self,
+        user_id: str,
+        connection: ClientConnection,
+        resume_from: tuple[int, str] | None = None,
+    ) -> OpenResult:
+        """Register a connection; with ``resume_from=(offset, epoch)``, queue the gap first.
+
+        Replay and registration happen without yielding, so no live update
+        can fall between the replayed ones and the first live one.
+        """
+        self.limits.ids.check(user_id, "user_id")
+        if connection.user_id != user_id:
+            raise InvalidArgument("user_id", "does not match the connection's user")
+        if connection.queue is None:
+            connection.queue = ConnectionQueue(self.limits.queue)
+        stream = self.history.stream(user_id)
+        status, failure, replayed = ResumeStatus.NOT_REQUESTED, None, 0
+        if resume_from is not None:
+            plan = self.history.plan_replay(user_id, *resume_from)
+            if plan.failure is not None:
+                status, failure = ResumeStatus.FAILED, plan.failure
+                self.stats.resumes_failed += 1
+            else:
+                frames = [
+                    e.frame for e in plan.entries if self._replay_reaches(e, connection)
+                ]
+                connection.queue.push_backlog(frames)
+                status, replayed = ResumeStatus.RESUMED, len(frames)
+                self.stats.resumes_ok += 1
+        self.registry.add(connection)
+        return OpenResult(status, failure, replayed, stream.head, stream.epoch)
+
+    @staticmethod
+    def _replay_reaches(entry: HistoryEntry, connection: ClientConnection) -> bool:
+        return entry.skip_connection_id != connection.connection_id and accepts(
+            entry.recipient_filter, connection
+        )
+
+    def remove_connection(self, user_id: str, connection: ClientConnection) -> None:
+        """Unregister; safe to call more than once."""
+        if connection.user_id == user_id:
+            self.registry.remove(connection)
+
+    def get_connections(self, user_id: str) -> list[ClientConnection]:
+        """The user's open connections, oldest first."""
+        return self.registry.of_user(user_id)
+
+    def close_connection(
+        self, connection: ClientConnection, reason: CloseReason, message: str
+    ) -> None:
+        """End one connection: its writer reports ``reason`` to the client."""
+        if connection.queue is not None:
+            connection.queue.close(reason, message)
+        if self.registry.remove(connection) and self.on_connection_closed is not None:
+            self.on_connection_closed(connection)
+
+    def close_all(self, reason: CloseReason, message: str) -> int:
+        """End every connection (shutdown); returns how many were open."""
+        connections = list(self.registry.all())
+        for connection in connections:
+            self.close_connection(connection, reason, message)
+        return len(connections)
+
+    # -- emitting --------------------------------------------------------
+
+    def check_update(
+        self,
+        user_id: str,
+        payload: events_pb2.UpdatePayload,
+        recipient_filter: FilterInput = None,
+        field: str = "",
+    ) -> RecipientFilter:
+        """Validate an update emit without changing any state; returns its filter."""
+        self.limits.ids.check(user_id, f"{field}user_id")
+        validate_update(payload, f"{field}update")
+        check_size(payload.ByteSize(), self.limits.max_event_bytes, f"{field}update")
+        return self._filter(recipient_filter, field)
+
+    def check_ephemeral(
+        self,
+        user_id: str,
+        payload: events_pb2.EphemeralPayload,
+        recipient_filter: FilterInput = None,
+        field: str = "",
+    ) -> RecipientFilter:
+        """Validate an ephemeral emit without changing any state; returns its filter."""
+        self.limits.ids.check(user_id, f"{field}user_id")
+        validate_ephemeral(payload, f"{field}ephemeral")
+        check_size(payload.ByteSize(), self.limits.max_event_bytes, f"{field}ephemeral")
+        return self._filter(recipient_filter, field)
+
+    def emit_update(
+        self,
+        user_id: str,
+        payload: events_pb2.UpdatePayload,
+        recipient_filter: FilterInput = None,
+        skip_sender_connection: SkipInput = None,
+    ) -> EmitResult:
+        """Route a persistent update; a repeat of a recent ``payload.id`` is not delivered again."""
+        target = self.check_update(user_id, payload, recipient_filter)
+        skip = _skip_id(skip_sender_connection)
+        key = (user_id, "u", payload.id)
+        earlier = self._recent.get(key)
+        if earlier is not None:
+            self.stats.duplicates += 1
+            return EmitResult(earlier.reached, True, earlier.offset, earlier.epoch)
+        data = payload.SerializeToString()
+        entry = self.history.append(
+            user_id,
+            lambda offset, epoch: wire.update_frame(data, offset, epoch),
+            target,
+            skip,
+        )
+        reached = self._deliver(user_id, entry.frame, target, skip, is_update=True)
+        self.stats.updates_emitted += 1
+        result = EmitResult(reached, False, entry.offset, self.history.stream(user_id).epoch)
+        self._recent.put(key, result)
+        return result
+
+    def emit_ephemeral(
+        self,
+        user_id: str,
+        payload: events_pb2.EphemeralPayload,
+        recipient_filter: FilterInput = None,
+        skip_sender_connection: SkipInput = None,
+        *,
+        idempotency_key: str | None = None,
+    ) -> EmitResult:
+        """Route a transient event to the connections open now; nothing is kept."""
+        target = self.check_ephemeral(user_id, payload, recipient_filter)
+        skip = _skip_id(skip_sender_connection)
+        key = (user_id, "e", idempotency_key) if idempotency_key else None
+        if key is not None:
+            earlier = self._recent.get(key)
+            if earlier is not None:
+                self.stats.duplicates += 1
+                return EmitResult(earlier.reached, True)
+        frame = wire.ephemeral_frame(payload.SerializeToString())
+        reached = self._deliver(user_id, frame, target, skip, is_update=False)
+        self.stats.ephemerals_emitted += 1
+        result = EmitResult(reached)
+        if key is not None:
+            self._recent.put(key, result)
+        return result
+
+    def _filter(self, recipient_filter: FilterInput, field: str = "") -> RecipientFilter:
+        if recipient_filter is None:
+            return ALL_CONNECTIONS
+        if isinstance(recipient_filter, routing_pb2.RecipientFilter):
+            return filter_from_proto(recipient_filter, f"{field}recipient_filter", self.limits.ids)
+        return recipient_filter
+
+    def _deliver(
+        self,
+        user_id: str,
+        frame: bytes,
+        target: RecipientFilter,
+        skip: str | None,
+        *,
+        is_update: bool,
+    ) -> int:
+        reached = 0
+        for connection in self.registry.select(user_id, target, skip):
+            queue = connection.queue
+            assert queue is not None
+            if is_update:
+                if queue.push_update(frame):
+                    reached += 1
+                else:
+                    # The queue just closed itself as too slow: stop routing to it.
+                    self.stats.closed_too_slow += 1
+                    self.close_connection(connection, CloseReason.TOO_SLOW, "")
+            elif queue.push_ephemeral(frame):
+                reached += 1
+            else:
+                self.stats.ephemeral_dropped += 1
+        self.stats.deliveries += reached
+        return reached
+
+    # -- housekeeping ----------------------------------------------------
+
+    def sweep(self) -> int:
+        """Forget idle users' history (no connections, nothing newer than the age limit)."""
+        return self.history.evict_idle(self.registry.has_user)
+
+
+def _skip_id(skip: SkipInput) -> str | None:
+    if skip is None or skip == "":
+        return None
+    if isinstance(skip, str):
+        return skip
+    return skip.connection_id

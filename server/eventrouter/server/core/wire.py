@@ -1,0 +1,52 @@
+"""Hand-built protobuf frames for the Subscribe stream.
+
+An event is encoded once per emit and the same bytes go to every recipient.
+A ``SubscribeResponse`` is ``repeated StreamEvent events = 1``, and protobuf
+encodes a repeated message field as the concatenation of its elements, so a
+"frame" here is one complete ``events`` element and the writer builds a
+response carrying N events by joining N frames.  The test suite parses these
+frames with the generated classes to prove they match the contract.
+"""
+
+from __future__ import annotations
+
+_WIRE_LEN = 2  # length-delimited wire type
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while value > 0x7F:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def _len_field(number: int, payload: bytes) -> bytes:
+    return _varint((number << 3) | _WIRE_LEN) + _varint(len(payload)) + payload
+
+
+def encode_position(offset: int, epoch: str) -> bytes:
+    """``StreamPosition{offset, epoch}`` (zero values omitted, as protobuf does)."""
+    out = b""
+    if offset:
+        out += b"\x08" + _varint(offset)
+    if epoch:
+        out += _len_field(2, epoch.encode())
+    return out
+
+
+def update_frame(payload: bytes, offset: int, epoch: str) -> bytes:
+    """``events[] = StreamEvent{update: UpdateDelivery{payload, position}}``."""
+    delivery = _len_field(1, payload) + _len_field(2, encode_position(offset, epoch))
+    return _len_field(1, _len_field(2, delivery))
+
+
+def ephemeral_frame(payload: bytes) -> bytes:
+    """``events[] = StreamEvent{ephemeral: payload}``."""
+    return _len_field(1, _len_field(3, payload))
+
+
+def event_frame(stream_event: bytes) -> bytes:
+    """Any serialized ``StreamEvent`` as one ``events`` element."""
+    return _len_field(1, stream_event)

@@ -1,0 +1,1 @@
+"""Shared helpers for the test suite (servers on free ports, stream readers)."""
