@@ -17,7 +17,14 @@ from eventrouter.v1 import routing_pb2 as rt
 
 @contextlib.asynccontextmanager
 async def running_server(**overrides: Any) -> AsyncIterator[RouterServer]:
-    """A started ``RouterServer`` on 127.0.0.1:<free port>, stopped on exit."""
+    """A started ``RouterServer`` on 127.0.0.1:<free port>, stopped on exit.
+
+    Routing and delivery tests run in insecure mode (the subscriber names its
+    user in ``x-eventrouter-user-id`` metadata): credentials are orthogonal to
+    routing and have their own suite, tests/security, which runs the secure
+    default.
+    """
+    overrides.setdefault("insecure", True)
     config = ServerConfig(listen="127.0.0.1:0", **overrides)
     server = RouterServer(config)
     await server.start()

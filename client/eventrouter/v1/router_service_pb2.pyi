@@ -564,3 +564,131 @@ class ConnectionInfo(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ConnectionInfo: _TypeAlias = ConnectionInfo  # noqa: Y015
+
+@_typing.final
+class DisconnectRequest(_message.Message):
+    """Ends matching streams; with `revoke`, also refuses their credentials from now on."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USER_ID_FIELD_NUMBER: _builtins.int
+    CONNECTION_ID_FIELD_NUMBER: _builtins.int
+    MACHINE_FIELD_NUMBER: _builtins.int
+    SESSION_FIELD_NUMBER: _builtins.int
+    TOKEN_ID_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    REVOKE_FIELD_NUMBER: _builtins.int
+    user_id: _builtins.str
+    """Every stream of this user."""
+    connection_id: _builtins.str
+    """The one stream with this connection id."""
+    token_id: _builtins.str
+    """Every stream opened with the token whose `jti` claim is this id."""
+    reason: _builtins.str
+    """Human-readable reason, shown to the clients in the stream's status details."""
+    revoke: _builtins.bool
+    """False: streams end with UNAVAILABLE and clients may reconnect. True: they end with
+    PERMISSION_DENIED and, for `token_id`, the token is refused on every later Subscribe.
+    """
+    @_builtins.property
+    def machine(self) -> Global___MachineSelector:
+        """Every machine-scoped stream of one user's machine."""
+
+    @_builtins.property
+    def session(self) -> Global___SessionSelector:
+        """Every session-scoped stream of one user's session."""
+
+    def __init__(
+        self,
+        *,
+        user_id: _builtins.str = ...,
+        connection_id: _builtins.str = ...,
+        machine: Global___MachineSelector | None = ...,
+        session: Global___SessionSelector | None = ...,
+        token_id: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        revoke: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["connection_id", b"connection_id", "machine", b"machine", "selector", b"selector", "session", b"session", "token_id", b"token_id", "user_id", b"user_id"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["connection_id", b"connection_id", "machine", b"machine", "reason", b"reason", "revoke", b"revoke", "selector", b"selector", "session", b"session", "token_id", b"token_id", "user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_selector: _TypeAlias = _typing.Literal["user_id", "connection_id", "machine", "session", "token_id"]  # noqa: Y015
+    _WhichOneofArgType_selector: _TypeAlias = _typing.Literal["selector", b"selector"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_selector) -> _WhichOneofReturnType_selector | None: ...
+
+Global___DisconnectRequest: _TypeAlias = DisconnectRequest  # noqa: Y015
+
+@_typing.final
+class MachineSelector(_message.Message):
+    """Selects the streams of one machine of one user."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USER_ID_FIELD_NUMBER: _builtins.int
+    MACHINE_ID_FIELD_NUMBER: _builtins.int
+    user_id: _builtins.str
+    """The user who owns the machine; required."""
+    machine_id: _builtins.str
+    """The machine; required."""
+    def __init__(
+        self,
+        *,
+        user_id: _builtins.str = ...,
+        machine_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["machine_id", b"machine_id", "user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MachineSelector: _TypeAlias = MachineSelector  # noqa: Y015
+
+@_typing.final
+class SessionSelector(_message.Message):
+    """Selects the streams watching one session of one user."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USER_ID_FIELD_NUMBER: _builtins.int
+    SESSION_ID_FIELD_NUMBER: _builtins.int
+    user_id: _builtins.str
+    """The user who owns the session; required."""
+    session_id: _builtins.str
+    """The session; required."""
+    def __init__(
+        self,
+        *,
+        user_id: _builtins.str = ...,
+        session_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["session_id", b"session_id", "user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SessionSelector: _TypeAlias = SessionSelector  # noqa: Y015
+
+@_typing.final
+class DisconnectResponse(_message.Message):
+    """What a Disconnect did."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DISCONNECTED_FIELD_NUMBER: _builtins.int
+    disconnected: _builtins.int
+    """Number of streams ended on this node."""
+    def __init__(
+        self,
+        *,
+        disconnected: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["disconnected", b"disconnected"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DisconnectResponse: _TypeAlias = DisconnectResponse  # noqa: Y015

@@ -55,6 +55,11 @@ class EventRouterServiceStub:
                 request_serializer=eventrouter_dot_v1_dot_router__service__pb2.GetConnectionsRequest.SerializeToString,
                 response_deserializer=eventrouter_dot_v1_dot_router__service__pb2.GetConnectionsResponse.FromString,
                 _registered_method=True)
+        self.Disconnect = channel.unary_unary(
+                '/eventrouter.v1.EventRouterService/Disconnect',
+                request_serializer=eventrouter_dot_v1_dot_router__service__pb2.DisconnectRequest.SerializeToString,
+                response_deserializer=eventrouter_dot_v1_dot_router__service__pb2.DisconnectResponse.FromString,
+                _registered_method=True)
 
 
 class EventRouterServiceServicer:
@@ -91,6 +96,13 @@ class EventRouterServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Disconnect(self, request, context):
+        """Ends the streams a selector matches (service credential required), e.g. when access is lost.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_EventRouterServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -113,6 +125,11 @@ def add_EventRouterServiceServicer_to_server(servicer, server):
                     servicer.GetConnections,
                     request_deserializer=eventrouter_dot_v1_dot_router__service__pb2.GetConnectionsRequest.FromString,
                     response_serializer=eventrouter_dot_v1_dot_router__service__pb2.GetConnectionsResponse.SerializeToString,
+            ),
+            'Disconnect': grpc.unary_unary_rpc_method_handler(
+                    servicer.Disconnect,
+                    request_deserializer=eventrouter_dot_v1_dot_router__service__pb2.DisconnectRequest.FromString,
+                    response_serializer=eventrouter_dot_v1_dot_router__service__pb2.DisconnectResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -224,6 +241,33 @@ class EventRouterService:
             '/eventrouter.v1.EventRouterService/GetConnections',
             eventrouter_dot_v1_dot_router__service__pb2.GetConnectionsRequest.SerializeToString,
             eventrouter_dot_v1_dot_router__service__pb2.GetConnectionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Disconnect(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/eventrouter.v1.EventRouterService/Disconnect',
+            eventrouter_dot_v1_dot_router__service__pb2.DisconnectRequest.SerializeToString,
+            eventrouter_dot_v1_dot_router__service__pb2.DisconnectResponse.FromString,
             options,
             channel_credentials,
             insecure,

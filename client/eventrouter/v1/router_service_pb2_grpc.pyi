@@ -50,6 +50,8 @@ class EventRouterServiceStub:
     """Routes many events in one call; results come back in request order."""
     GetConnections: _grpc.UnaryUnaryMultiCallable[_router_service_pb2.GetConnectionsRequest, _router_service_pb2.GetConnectionsResponse]
     """Lists a user's open connections."""
+    Disconnect: _grpc.UnaryUnaryMultiCallable[_router_service_pb2.DisconnectRequest, _router_service_pb2.DisconnectResponse]
+    """Ends the streams a selector matches (service credential required), e.g. when access is lost."""
 
 @_typing.type_check_only
 class EventRouterServiceAsyncStub(EventRouterServiceStub):
@@ -67,6 +69,8 @@ class EventRouterServiceAsyncStub(EventRouterServiceStub):
     """Routes many events in one call; results come back in request order."""
     GetConnections: _aio.UnaryUnaryMultiCallable[_router_service_pb2.GetConnectionsRequest, _router_service_pb2.GetConnectionsResponse]  # type: ignore[assignment]
     """Lists a user's open connections."""
+    Disconnect: _aio.UnaryUnaryMultiCallable[_router_service_pb2.DisconnectRequest, _router_service_pb2.DisconnectResponse]  # type: ignore[assignment]
+    """Ends the streams a selector matches (service credential required), e.g. when access is lost."""
 
 class EventRouterServiceServicer(metaclass=_abc_1.ABCMeta):
     """Routes Happy's update and ephemeral events to a user's live connections."""
@@ -105,5 +109,13 @@ class EventRouterServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_router_service_pb2.GetConnectionsResponse, _abc.Awaitable[_router_service_pb2.GetConnectionsResponse]]:
         """Lists a user's open connections."""
+
+    @_abc_1.abstractmethod
+    def Disconnect(
+        self,
+        request: _router_service_pb2.DisconnectRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_router_service_pb2.DisconnectResponse, _abc.Awaitable[_router_service_pb2.DisconnectResponse]]:
+        """Ends the streams a selector matches (service credential required), e.g. when access is lost."""
 
 def add_EventRouterServiceServicer_to_server(servicer: EventRouterServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -9,10 +9,15 @@ import signal
 
 import grpc
 
-from eventrouter.server.auth import Authenticator, InsecureMetadataAuthenticator
+from eventrouter.server.auth import (
+    Authenticator,
+    InsecureMetadataAuthenticator,
+    TokenAuthenticator,
+)
 from eventrouter.server.config import ServerConfig
 from eventrouter.server.core.queue import CloseReason
 from eventrouter.server.core.router import EventRouter
+from eventrouter.server.security.tokens import KeySet, ensure_keys_file
 from eventrouter.server.service import EventRouterService
 
 log = logging.getLogger("eventrouter.server")
@@ -30,14 +35,12 @@ class RouterServer:
     ) -> None:
         self.config = config or ServerConfig()
         self.router = EventRouter(self.config.router_limits(), self.config.node_id or None)
-        if authenticator is None:
-            authenticator = InsecureMetadataAuthenticator()
-            log.warning(
-                "INSECURE: subscribers are trusted to name their user id in metadata; "
-                "do not expose this server beyond localhost"
-            )
         self.service = EventRouterService(
-            self.router, authenticator, heartbeat_default_ms=self.config.heartbeat_ms
+            self.router,
+            authenticator or build_authenticator(self.config),
+            limits=self.config.security_limits(),
+            heartbeat_default_ms=self.config.heartbeat_ms,
+            insecure=self.config.insecure,
         )
         self._server: grpc.aio.Server | None = None
         self._sweeper: asyncio.Task[None] | None = None
@@ -47,7 +50,11 @@ class RouterServer:
         """Bind and start serving; returns the bound port."""
         server = grpc.aio.server(options=self.config.grpc_options())
         server.add_generic_rpc_handlers((self.service.generic_handler(),))
-        self.port = server.add_insecure_port(self.config.listen)
+        credentials = server_credentials(self.config)
+        if credentials is None:
+            self.port = server.add_insecure_port(self.config.listen)
+        else:
+            self.port = server.add_secure_port(self.config.listen, credentials)
         if self.port == 0:
             raise OSError(f"could not bind {self.config.listen}")
         await server.start()
@@ -81,6 +88,45 @@ class RouterServer:
     async def wait(self) -> None:
         if self._server is not None:
             await self._server.wait_for_termination()
+
+
+def build_authenticator(config: ServerConfig) -> Authenticator:
+    """Token verification from the keys file, or the insecure metadata mode."""
+    if config.insecure:
+        log.warning(
+            "INSECURE MODE: subscribers name their own user id and anyone may emit; "
+            "for local experiments only"
+        )
+        return InsecureMetadataAuthenticator()
+    path = config.keys_path()
+    if ensure_keys_file(path):
+        log.info("generated a new signing secret in %s (mode 0600)", path)
+    if path.stat().st_mode & 0o077:
+        raise ValueError(f"keys file {path} is readable by others: chmod 600 it")
+    keys = KeySet.load(path)
+    return TokenAuthenticator(
+        keys,
+        revoked_token_ids=_csv(config.revoked_token_ids),
+        service_subjects=_csv(config.service_subjects),
+    )
+
+
+def server_credentials(config: ServerConfig) -> grpc.ServerCredentials | None:
+    if not config.tls_cert:
+        return None
+    with open(config.tls_cert, "rb") as cert, open(config.tls_key, "rb") as key:
+        pair = (key.read(), cert.read())
+    client_ca = None
+    if config.tls_client_ca:
+        with open(config.tls_client_ca, "rb") as ca:
+            client_ca = ca.read()
+    return grpc.ssl_server_credentials(
+        [pair], root_certificates=client_ca, require_client_auth=client_ca is not None
+    )
+
+
+def _csv(value: str) -> list[str]:
+    return [item.strip() for item in value.split(",") if item.strip()]
 
 
 async def serve(config: ServerConfig) -> None:

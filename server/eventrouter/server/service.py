@@ -11,14 +11,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections import Counter
+from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
 
-from eventrouter.server.auth import AuthError, Authenticator
+from eventrouter.server.auth import Authenticator, AuthError, Subscriber
 from eventrouter.server.core import wire
-from eventrouter.server.core.connections import ClientConnection
+from eventrouter.server.core.connections import (
+    ClientConnection,
+    MachineScopedConnection,
+    SessionScopedConnection,
+)
+from eventrouter.server.core.filters import MachineOnly
 from eventrouter.server.core.queue import CloseReason, ConnectionQueue
 from eventrouter.server.core.router import EmitResult, EventRouter, OpenResult, ResumeStatus
 from eventrouter.server.core.validation import (
@@ -28,6 +34,7 @@ from eventrouter.server.core.validation import (
     connection_for_scope,
     scope_to_proto,
 )
+from eventrouter.server.security.limits import RateLimiter, SecurityLimits
 from eventrouter.v1 import router_service_pb2 as pb
 
 log = logging.getLogger("eventrouter.server")
@@ -37,7 +44,9 @@ SERVICE_NAME = "eventrouter.v1.EventRouterService"
 _CLOSE_STATUS = {
     CloseReason.TOO_SLOW: grpc.StatusCode.RESOURCE_EXHAUSTED,
     CloseReason.SHUTDOWN: grpc.StatusCode.UNAVAILABLE,
-    CloseReason.DISCONNECTED: grpc.StatusCode.PERMISSION_DENIED,
+    CloseReason.DISCONNECTED: grpc.StatusCode.UNAVAILABLE,
+    CloseReason.REVOKED: grpc.StatusCode.PERMISSION_DENIED,
+    CloseReason.CREDENTIAL_EXPIRED: grpc.StatusCode.UNAUTHENTICATED,
 }
 
 _RESUME_STATUS = {
@@ -54,13 +63,38 @@ def _resume_failure(result: OpenResult) -> pb.ResumeFailure.ValueType:
 
 
 class _Writer:
-    """A Subscribe call's task and whether it is blocked handing a message to gRPC."""
+    """A Subscribe call's task, whether it is blocked in a write, and its credential."""
 
-    __slots__ = ("task", "writing")
+    __slots__ = ("subscriber", "task", "writing")
 
-    def __init__(self, task: asyncio.Task[Any]) -> None:
+    def __init__(self, task: asyncio.Task[Any], subscriber: Subscriber) -> None:
         self.task = task
+        self.subscriber = subscriber
         self.writing = False
+
+
+class _Handshake:
+    """Counts a Subscribe as handshaking until its first write (or its end)."""
+
+    __slots__ = ("_open", "_service")
+
+    def __init__(self, service: EventRouterService) -> None:
+        self._service = service
+        self._open = True
+        service._handshakes += 1
+
+    def done(self) -> None:
+        if self._open:
+            self._open = False
+            self._service._handshakes -= 1
+
+
+@dataclass(slots=True)
+class SecurityStats:
+    """Rejections by reason, for the metrics endpoint."""
+
+    auth_failures: Counter[str] = field(default_factory=Counter)
+    limit_rejections: Counter[str] = field(default_factory=Counter)
 
 
 class EventRouterService:
@@ -71,17 +105,24 @@ class EventRouterService:
         router: EventRouter,
         authenticator: Authenticator,
         *,
+        limits: SecurityLimits | None = None,
         heartbeat_default_ms: int = 0,
         heartbeat_min_ms: int = 1000,
-        on_insecure_stream: Callable[[], None] | None = None,
+        insecure: bool = False,
     ) -> None:
         self.router = router
         self.auth = authenticator
+        self.limits = limits or SecurityLimits()
         self.heartbeat_default_ms = heartbeat_default_ms
         self.heartbeat_min_ms = heartbeat_min_ms
+        self.insecure = insecure
         self.accepting = True
+        self.security_stats = SecurityStats()
         self._writers: dict[str, _Writer] = {}
-        self._on_insecure_stream = on_insecure_stream
+        self._handshakes = 0
+        self._emit_rate = RateLimiter(
+            self.limits.emit_rate_per_service, self.limits.emit_burst_per_service
+        )
         router.on_connection_closed = self._interrupt_blocked_writer
 
     # -- Subscribe -------------------------------------------------------
@@ -89,47 +130,107 @@ class EventRouterService:
     async def subscribe(self, request: pb.SubscribeRequest, context: Any) -> None:
         if not self.accepting:
             await context.abort(grpc.StatusCode.UNAVAILABLE, "server is shutting down")
+        if self._handshakes >= self.limits.max_concurrent_handshakes:
+            self.security_stats.limit_rejections["handshakes"] += 1
+            await context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED, "too many concurrent Subscribe handshakes"
+            )
+        handshake = _Handshake(self)
         try:
-            user_id = self.auth.subscriber(context.invocation_metadata())
+            subscriber = await self._authenticate_subscriber(context)
+            connection, opened = await self._register(request, context, subscriber)
+            writer = self._writers[connection.connection_id] = _Writer(
+                asyncio.current_task(),  # type: ignore[arg-type]
+                subscriber,
+            )
+            expiry = self._schedule_expiry(connection, subscriber)
+            try:
+                heartbeat_ms = self._heartbeat_ms(request.heartbeat_interval_ms)
+                opened_event = pb.StreamEvent(opened=self._opened(connection, opened, heartbeat_ms))
+                first = wire.event_frame(opened_event.SerializeToString())
+                await self._stream(context, connection, writer, first, heartbeat_ms, handshake)
+            finally:
+                if expiry is not None:
+                    expiry.cancel()
+                del self._writers[connection.connection_id]
+                self.router.remove_connection(connection.user_id, connection)
+        finally:
+            handshake.done()
+
+    async def _authenticate_subscriber(self, context: Any) -> Subscriber:
+        try:
+            subscriber = self.auth.subscriber(context.invocation_metadata(), _peer_auth(context))
         except AuthError as e:
+            self.security_stats.auth_failures[e.reason] += 1
             await _abort_auth(context, e)
-        if self._on_insecure_stream is not None:
-            self._on_insecure_stream()
+        if self.insecure:
+            log.warning(
+                "INSECURE stream: user %r trusted from metadata (--insecure)", subscriber.user_id
+            )
+        return subscriber
+
+    async def _register(
+        self, request: pb.SubscribeRequest, context: Any, subscriber: Subscriber
+    ) -> tuple[ClientConnection, OpenResult]:
+        """Check the request against the credential and limits, then register atomically."""
         try:
             connection = connection_for_scope(
-                user_id, request.scope, "scope", self.router.limits.ids
+                subscriber.user_id, request.scope, "scope", self.router.limits.ids
             )
-            resume = (
-                (request.resume_from.offset, request.resume_from.epoch)
-                if request.HasField("resume_from")
-                else None
-            )
-            opened = self.router.add_connection(user_id, connection, resume)
         except RequestError as e:
             await _abort_request(context, e)
-        writer = self._writers[connection.connection_id] = _Writer(asyncio.current_task())  # type: ignore[arg-type]
+        denied = _scope_denied(subscriber, connection)
+        if denied:
+            self.security_stats.auth_failures["scope_not_allowed"] += 1
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, denied)
+        registry = self.router.registry
+        if registry.count_of_user(subscriber.user_id) >= self.limits.max_streams_per_user:
+            self.security_stats.limit_rejections["streams_per_user"] += 1
+            await context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"user already holds {self.limits.max_streams_per_user} streams (the maximum)",
+            )
+        if len(registry) >= self.limits.max_streams_per_node:
+            self.security_stats.limit_rejections["streams_per_node"] += 1
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "node is at its stream limit")
+        resume = (
+            (request.resume_from.offset, request.resume_from.epoch)
+            if request.HasField("resume_from")
+            else None
+        )
         try:
-            await self._stream(request, context, connection, opened, writer)
-        finally:
-            del self._writers[connection.connection_id]
-            self.router.remove_connection(user_id, connection)
+            opened = self.router.add_connection(subscriber.user_id, connection, resume)
+        except RequestError as e:
+            await _abort_request(context, e)
+        return connection, opened
+
+    def _schedule_expiry(
+        self, connection: ClientConnection, subscriber: Subscriber
+    ) -> asyncio.TimerHandle | None:
+        if subscriber.expires_at is None:
+            return None
+        return asyncio.get_running_loop().call_later(
+            max(0.0, subscriber.expires_at - time.time()),
+            self.router.close_connection,
+            connection,
+            CloseReason.CREDENTIAL_EXPIRED,
+            "token expired: reconnect with a fresh token and resume from your last position",
+        )
 
     async def _stream(
         self,
-        request: pb.SubscribeRequest,
         context: Any,
         connection: ClientConnection,
-        opened: OpenResult,
         writer: _Writer,
+        first: bytes,
+        heartbeat_ms: int,
+        handshake: _Handshake,
     ) -> None:
         queue = connection.queue
         assert queue is not None
-        heartbeat_ms = self._heartbeat_ms(request.heartbeat_interval_ms)
-        first = wire.event_frame(
-            pb.StreamEvent(opened=self._opened(connection, opened, heartbeat_ms)).SerializeToString()
-        )
         try:
             await self._write(context, writer, first)
+            handshake.done()
             while True:
                 if queue.closure is not None:
                     break
@@ -148,7 +249,7 @@ class EventRouterService:
                 await self._write(context, writer, b"".join(queue.drain()))
         except asyncio.CancelledError:
             # Interrupted while blocked in a write because the queue closed
-            # (too slow, shutdown); otherwise the call itself went away.
+            # (too slow, shutdown, revoked); otherwise the call itself went away.
             if queue.closure is None:
                 raise
         closure = queue.closure
@@ -196,7 +297,7 @@ class EventRouterService:
     # -- Emit ------------------------------------------------------------
 
     async def emit(self, request: pb.EmitRequest, context: Any) -> pb.EmitResponse:
-        await self._authorize_service(context)
+        await self._authorize_emit(context, 1)
         try:
             return _emit_response(self._apply(request, ""))
         except RequestError as e:
@@ -204,7 +305,7 @@ class EventRouterService:
             raise  # unreachable: abort raises
 
     async def emit_batch(self, request: pb.EmitBatchRequest, context: Any) -> pb.EmitBatchResponse:
-        await self._authorize_service(context)
+        await self._authorize_emit(context, len(request.emits))
         try:
             # Validate everything first: a bad emit rejects the whole batch
             # before any of it is delivered.
@@ -218,7 +319,9 @@ class EventRouterService:
     def _check(self, request: pb.EmitRequest, field: str) -> None:
         kind = request.WhichOneof("payload")
         if kind == "update":
-            self.router.check_update(request.user_id, request.update, request.recipient_filter, field)
+            self.router.check_update(
+                request.user_id, request.update, request.recipient_filter, field
+            )
         elif kind == "ephemeral":
             self.router.check_ephemeral(
                 request.user_id, request.ephemeral, request.recipient_filter, field
@@ -268,11 +371,86 @@ class EventRouterService:
             ]
         )
 
-    async def _authorize_service(self, context: Any) -> None:
+    # -- Disconnect ------------------------------------------------------
+
+    async def disconnect(
+        self, request: pb.DisconnectRequest, context: Any
+    ) -> pb.DisconnectResponse:
+        service = await self._authorize_service(context)
         try:
-            self.auth.service(context.invocation_metadata())
+            targets = self._disconnect_targets(request)
+        except RequestError as e:
+            await _abort_request(context, e)
+        if request.revoke and request.WhichOneof("selector") == "token_id":
+            self.auth.revoke(request.token_id)
+        reason = CloseReason.REVOKED if request.revoke else CloseReason.DISCONNECTED
+        message = "disconnected by the service" + (f": {request.reason}" if request.reason else "")
+        for connection in targets:
+            self.router.close_connection(connection, reason, message)
+        log.info(
+            "disconnect by %s: %s ended %d streams",
+            service,
+            request.WhichOneof("selector"),
+            len(targets),
+        )
+        return pb.DisconnectResponse(disconnected=len(targets))
+
+    def _disconnect_targets(self, request: pb.DisconnectRequest) -> list[ClientConnection]:
+        ids = self.router.limits.ids
+        registry = self.router.registry
+        match request.WhichOneof("selector"):
+            case "user_id":
+                ids.check(request.user_id, "user_id")
+                return registry.of_user(request.user_id)
+            case "connection_id":
+                ids.check(request.connection_id, "connection_id")
+                found = registry.get(request.connection_id)
+                return [found] if found is not None else []
+            case "machine":
+                ids.check(request.machine.user_id, "machine.user_id")
+                ids.check(request.machine.machine_id, "machine.machine_id")
+                return registry.select(
+                    request.machine.user_id, MachineOnly(request.machine.machine_id)
+                )
+            case "session":
+                ids.check(request.session.user_id, "session.user_id")
+                ids.check(request.session.session_id, "session.session_id")
+                return [
+                    c
+                    for c in registry.of_user(request.session.user_id)
+                    if isinstance(c, SessionScopedConnection)
+                    and c.session_id == request.session.session_id
+                ]
+            case "token_id":
+                ids.check(request.token_id, "token_id")
+                return [
+                    registry_connection
+                    for writer_id, writer in list(self._writers.items())
+                    if writer.subscriber.token_id == request.token_id
+                    and (registry_connection := registry.get(writer_id)) is not None
+                ]
+        raise InvalidArgument(
+            "selector", "required: set user_id, connection_id, machine, session or token_id"
+        )
+
+    # -- credentials -----------------------------------------------------
+
+    async def _authorize_service(self, context: Any) -> str:
+        try:
+            return self.auth.service(context.invocation_metadata(), _peer_auth(context))
         except AuthError as e:
+            self.security_stats.auth_failures[e.reason] += 1
             await _abort_auth(context, e)
+            raise  # unreachable: abort raises
+
+    async def _authorize_emit(self, context: Any, events: int) -> None:
+        service = await self._authorize_service(context)
+        if not self._emit_rate.allow(service, events):
+            self.security_stats.limit_rejections["emit_rate"] += 1
+            await context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"emit rate limit of {self.limits.emit_rate_per_service:g} events/s exceeded",
+            )
 
     # -- wiring ----------------------------------------------------------
 
@@ -299,6 +477,11 @@ class EventRouterService:
                 request_deserializer=pb.GetConnectionsRequest.FromString,
                 response_serializer=pb.GetConnectionsResponse.SerializeToString,
             ),
+            "Disconnect": grpc.unary_unary_rpc_method_handler(
+                self.disconnect,
+                request_deserializer=pb.DisconnectRequest.FromString,
+                response_serializer=pb.DisconnectResponse.SerializeToString,
+            ),
         }
         return grpc.method_handlers_generic_handler(SERVICE_NAME, handlers)
 
@@ -313,6 +496,30 @@ def _emit_response(result: EmitResult) -> pb.EmitResponse:
         response.position.offset = result.offset
         response.position.epoch = result.epoch
     return response
+
+
+def _peer_auth(context: Any) -> dict[str, list[bytes]]:
+    auth_context: dict[str, list[bytes]] = context.auth_context()
+    return auth_context
+
+
+def _scope_denied(subscriber: Subscriber, connection: ClientConnection) -> str:
+    """Why a restricted credential may not open this connection ("" when it may)."""
+    if subscriber.machine_id is not None and not (
+        isinstance(connection, MachineScopedConnection)
+        and connection.machine_id == subscriber.machine_id
+    ):
+        return (
+            f"token only allows the machine-scoped connection of machine {subscriber.machine_id!r}"
+        )
+    if subscriber.session_id is not None and not (
+        isinstance(connection, SessionScopedConnection)
+        and connection.session_id == subscriber.session_id
+    ):
+        return (
+            f"token only allows the session-scoped connection of session {subscriber.session_id!r}"
+        )
+    return ""
 
 
 def _heartbeat_frame() -> bytes:
@@ -330,7 +537,9 @@ async def _abort_request(context: Any, error: RequestError) -> None:
 
 
 async def _abort_auth(context: Any, error: AuthError) -> None:
-    code = grpc.StatusCode.PERMISSION_DENIED if error.permission else grpc.StatusCode.UNAUTHENTICATED
+    code = (
+        grpc.StatusCode.PERMISSION_DENIED if error.permission else grpc.StatusCode.UNAUTHENTICATED
+    )
     await context.abort(code, error.message)
 
 

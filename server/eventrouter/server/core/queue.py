@@ -44,7 +44,12 @@ class CloseReason(enum.Enum):
 
     TOO_SLOW = "too_slow"
     SHUTDOWN = "shutdown"
+    # Ended by a service's Disconnect; clients may reconnect.
     DISCONNECTED = "disconnected"
+    # Ended because access was revoked; clients must not retry.
+    REVOKED = "revoked"
+    # The credential the stream was opened with has expired.
+    CREDENTIAL_EXPIRED = "credential_expired"
 
 
 @dataclass(frozen=True, slots=True)

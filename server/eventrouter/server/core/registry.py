@@ -121,6 +121,10 @@ class ConnectionRegistry:
         user = self._users.get(user_id)
         return list(user.by_id.values()) if user else []
 
+    def count_of_user(self, user_id: str) -> int:
+        user = self._users.get(user_id)
+        return len(user.by_id) if user else 0
+
     def has_user(self, user_id: str) -> bool:
         return user_id in self._users
 

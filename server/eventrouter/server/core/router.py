@@ -138,9 +138,7 @@ class EventRouter:
                 status, failure = ResumeStatus.FAILED, plan.failure
                 self.stats.resumes_failed += 1
             else:
-                frames = [
-                    e.frame for e in plan.entries if self._replay_reaches(e, connection)
-                ]
+                frames = [e.frame for e in plan.entries if self._replay_reaches(e, connection)]
                 connection.queue.push_backlog(frames)
                 status, replayed = ResumeStatus.RESUMED, len(frames)
                 self.stats.resumes_ok += 1

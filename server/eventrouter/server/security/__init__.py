@@ -1,0 +1,1 @@
+"""Credentials, TLS and limits: who may subscribe as whom, who may emit, how much."""
