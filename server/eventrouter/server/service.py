@@ -12,6 +12,7 @@ import asyncio
 import logging
 import time
 from collections import Counter
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +28,7 @@ from eventrouter.server.core.connections import (
 from eventrouter.server.core.filters import MachineOnly
 from eventrouter.server.core.queue import CloseReason, ConnectionQueue
 from eventrouter.server.core.router import EmitResult, EventRouter, OpenResult, ResumeStatus
+from eventrouter.server.core.stats import Histogram
 from eventrouter.server.core.validation import (
     InvalidArgument,
     PayloadTooLarge,
@@ -118,6 +120,10 @@ class EventRouterService:
         self.insecure = insecure
         self.accepting = True
         self.security_stats = SecurityStats()
+        # Emit calls by (payload kind, filter kind, outcome) and the age of the
+        # oldest event in each stream write; read by the metrics collector.
+        self.emit_counts: Counter[tuple[str, str, str]] = Counter()
+        self.write_latency = Histogram()
         self._writers: dict[str, _Writer] = {}
         self._handshakes = 0
         self._emit_rate = RateLimiter(
@@ -246,7 +252,10 @@ class EventRouterService:
                         await queue.wait()
                     if queue.closure is not None:
                         break
-                await self._write(context, writer, b"".join(queue.drain()))
+                queued_at = queue.pending_since
+                data = b"".join(queue.drain())
+                self.write_latency.observe(time.monotonic() - queued_at)
+                await self._write(context, writer, data)
         except asyncio.CancelledError:
             # Interrupted while blocked in a write because the queue closed
             # (too slow, shutdown, revoked); otherwise the call itself went away.
@@ -297,24 +306,31 @@ class EventRouterService:
     # -- Emit ------------------------------------------------------------
 
     async def emit(self, request: pb.EmitRequest, context: Any) -> pb.EmitResponse:
-        await self._authorize_emit(context, 1)
+        await self._authorize_emit(context, (request,))
         try:
             return _emit_response(self._apply(request, ""))
         except RequestError as e:
+            self._count_emits((request,), _outcome(e))
             await _abort_request(context, e)
             raise  # unreachable: abort raises
 
     async def emit_batch(self, request: pb.EmitBatchRequest, context: Any) -> pb.EmitBatchResponse:
-        await self._authorize_emit(context, len(request.emits))
+        await self._authorize_emit(context, request.emits)
         try:
             # Validate everything first: a bad emit rejects the whole batch
             # before any of it is delivered.
             for i, emit in enumerate(request.emits):
                 self._check(emit, f"emits[{i}].")
-            results = [self._apply(emit, "") for emit in request.emits]
         except RequestError as e:
+            self._count_emits(request.emits, _outcome(e))
             await _abort_request(context, e)
-        return pb.EmitBatchResponse(results=[_emit_response(r) for r in results])
+        return pb.EmitBatchResponse(
+            results=[_emit_response(self._apply(emit, "")) for emit in request.emits]
+        )
+
+    def _count_emits(self, requests: Iterable[pb.EmitRequest], outcome: str) -> None:
+        for request in requests:
+            self.emit_counts[_emit_labels(request, outcome)] += 1
 
     def _check(self, request: pb.EmitRequest, field: str) -> None:
         kind = request.WhichOneof("payload")
@@ -337,17 +353,22 @@ class EventRouterService:
         )
         skip = request.skip_connection_id or None
         if kind == "update":
-            return self.router.emit_update(request.user_id, request.update, recipient_filter, skip)
-        if kind == "ephemeral":
-            return self.router.emit_ephemeral(
+            result = self.router.emit_update(
+                request.user_id, request.update, recipient_filter, skip
+            )
+        elif kind == "ephemeral":
+            result = self.router.emit_ephemeral(
                 request.user_id,
                 request.ephemeral,
                 recipient_filter,
                 skip,
                 idempotency_key=request.idempotency_key or None,
             )
-        self._check(request, field)
-        raise AssertionError("unreachable")
+        else:
+            self._check(request, field)
+            raise AssertionError("unreachable")
+        self.emit_counts[_emit_labels(request, "duplicate" if result.duplicate else "ok")] += 1
+        return result
 
     # -- GetConnections --------------------------------------------------
 
@@ -443,10 +464,16 @@ class EventRouterService:
             await _abort_auth(context, e)
             raise  # unreachable: abort raises
 
-    async def _authorize_emit(self, context: Any, events: int) -> None:
-        service = await self._authorize_service(context)
-        if not self._emit_rate.allow(service, events):
+    async def _authorize_emit(self, context: Any, requests: Sequence[pb.EmitRequest]) -> None:
+        try:
+            service = self.auth.service(context.invocation_metadata(), _peer_auth(context))
+        except AuthError as e:
+            self.security_stats.auth_failures[e.reason] += 1
+            self._count_emits(requests, "unauthenticated")
+            await _abort_auth(context, e)
+        if not self._emit_rate.allow(service, len(requests)):
             self.security_stats.limit_rejections["emit_rate"] += 1
+            self._count_emits(requests, "rate_limited")
             await context.abort(
                 grpc.StatusCode.RESOURCE_EXHAUSTED,
                 f"emit rate limit of {self.limits.emit_rate_per_service:g} events/s exceeded",
@@ -496,6 +523,25 @@ def _emit_response(result: EmitResult) -> pb.EmitResponse:
         response.position.offset = result.offset
         response.position.epoch = result.epoch
     return response
+
+
+def _emit_labels(request: pb.EmitRequest, outcome: str) -> tuple[str, str, str]:
+    """(payload kind, filter kind, outcome), e.g. ("update:new_message", "machine_only", "ok")."""
+    payload = request.WhichOneof("payload")
+    if payload == "update":
+        kind = f"update:{request.update.body.WhichOneof('event')}"
+    elif payload == "ephemeral":
+        kind = f"ephemeral:{request.ephemeral.WhichOneof('event')}"
+    else:
+        kind = "none"
+    recipient = (
+        request.recipient_filter.WhichOneof("filter") or "all_user_authenticated_connections"
+    )
+    return kind, recipient, outcome
+
+
+def _outcome(error: RequestError) -> str:
+    return "too_large" if isinstance(error, PayloadTooLarge) else "invalid"
 
 
 def _peer_auth(context: Any) -> dict[str, list[bytes]]:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import time
 from collections import deque
 from dataclasses import dataclass
 
@@ -70,6 +71,7 @@ class ConnectionQueue:
         "dropped_ephemeral",
         "limits",
         "pending_bytes",
+        "pending_since",
         "pending_updates",
     )
 
@@ -83,6 +85,9 @@ class ConnectionQueue:
         self.pending_updates = 0
         self.dropped_ephemeral = 0
         self.delivered = 0
+        # Monotonic time the oldest pending event was queued (0.0 when empty):
+        # the writer observes emit-to-write latency from it, once per write.
+        self.pending_since = 0.0
         self.closure: Closure | None = None
 
     # -- producer side ---------------------------------------------------
@@ -113,8 +118,10 @@ class ConnectionQueue:
 
     def push_backlog(self, frames: list[bytes]) -> None:
         """Queue replayed history ahead of every live event."""
-        self._backlog.extend(frames)
         if frames:
+            if not self.has_pending():
+                self.pending_since = time.monotonic()
+            self._backlog.extend(frames)
             self._wakeup.set()
 
     def close(self, reason: CloseReason, message: str) -> None:
@@ -154,6 +161,8 @@ class ConnectionQueue:
         self.pending_bytes = nbytes
 
     def _append(self, is_update: bool, frame: bytes) -> None:
+        if not self._pending and not self._backlog:
+            self.pending_since = time.monotonic()
         self._pending.append((is_update, frame))
         self.pending_bytes += len(frame)
         if is_update:
@@ -195,4 +204,6 @@ class ConnectionQueue:
                 self.pending_updates -= 1
             out.append(frame)
         self.delivered += len(out)
+        # What is left (a write's worth was taken) counts as queued from now.
+        self.pending_since = time.monotonic() if self.has_pending() else 0.0
         return out
