@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+from collections.abc import Callable
 
 import grpc
 
@@ -14,6 +15,7 @@ from eventrouter.server.auth import (
     InsecureMetadataAuthenticator,
     TokenAuthenticator,
 )
+from eventrouter.server.broker import Broker, MemoryBroker
 from eventrouter.server.config import ServerConfig
 from eventrouter.server.core.queue import CloseReason
 from eventrouter.server.core.router import EventRouter
@@ -32,11 +34,13 @@ class RouterServer:
         self,
         config: ServerConfig | None = None,
         authenticator: Authenticator | None = None,
+        broker: Callable[[EventRouter], Broker] = MemoryBroker,
     ) -> None:
         self.config = config or ServerConfig()
         self.router = EventRouter(self.config.router_limits(), self.config.node_id or None)
+        self.broker = broker(self.router)
         self.service = EventRouterService(
-            self.router,
+            self.broker,
             authenticator or build_authenticator(self.config),
             limits=self.config.security_limits(),
             heartbeat_default_ms=self.config.heartbeat_ms,
@@ -57,6 +61,7 @@ class RouterServer:
             self.port = server.add_secure_port(self.config.listen, credentials)
         if self.port == 0:
             raise OSError(f"could not bind {self.config.listen}")
+        await self.broker.start()
         await server.start()
         self._server = server
         self._sweeper = asyncio.create_task(self._sweep_forever())
@@ -84,6 +89,7 @@ class RouterServer:
             self._sweeper.cancel()
         await self._server.stop(grace)
         self._server = None
+        await self.broker.close()
 
     async def wait(self) -> None:
         if self._server is not None:

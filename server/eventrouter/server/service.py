@@ -19,6 +19,7 @@ from typing import Any
 import grpc
 
 from eventrouter.server.auth import Authenticator, AuthError, Subscriber
+from eventrouter.server.broker.base import Broker, BrokerUnavailable, EmitItem
 from eventrouter.server.core import wire
 from eventrouter.server.core.connections import (
     ClientConnection,
@@ -27,7 +28,7 @@ from eventrouter.server.core.connections import (
 )
 from eventrouter.server.core.filters import MachineOnly
 from eventrouter.server.core.queue import CloseReason, ConnectionQueue
-from eventrouter.server.core.router import EmitResult, EventRouter, OpenResult, ResumeStatus
+from eventrouter.server.core.router import EmitResult, OpenResult, ResumeStatus
 from eventrouter.server.core.stats import Histogram
 from eventrouter.server.core.validation import (
     InvalidArgument,
@@ -38,6 +39,7 @@ from eventrouter.server.core.validation import (
 )
 from eventrouter.server.security.limits import RateLimiter, SecurityLimits
 from eventrouter.v1 import router_service_pb2 as pb
+from eventrouter.v1 import routing_pb2 as rt
 
 log = logging.getLogger("eventrouter.server")
 
@@ -104,7 +106,7 @@ class EventRouterService:
 
     def __init__(
         self,
-        router: EventRouter,
+        broker: Broker,
         authenticator: Authenticator,
         *,
         limits: SecurityLimits | None = None,
@@ -112,7 +114,8 @@ class EventRouterService:
         heartbeat_min_ms: int = 1000,
         insecure: bool = False,
     ) -> None:
-        self.router = router
+        self.broker = broker
+        self.router = router = broker.router
         self.auth = authenticator
         self.limits = limits or SecurityLimits()
         self.heartbeat_default_ms = heartbeat_default_ms
@@ -160,6 +163,7 @@ class EventRouterService:
                     expiry.cancel()
                 del self._writers[connection.connection_id]
                 self.router.remove_connection(connection.user_id, connection)
+                self.broker.closed(connection)
         finally:
             handshake.done()
 
@@ -205,9 +209,11 @@ class EventRouterService:
             else None
         )
         try:
-            opened = self.router.add_connection(subscriber.user_id, connection, resume)
+            opened = await self.broker.open(connection, resume)
         except RequestError as e:
             await _abort_request(context, e)
+        except BrokerUnavailable as e:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, f"broker unavailable: {e}")
         return connection, opened
 
     def _schedule_expiry(
@@ -308,67 +314,63 @@ class EventRouterService:
     async def emit(self, request: pb.EmitRequest, context: Any) -> pb.EmitResponse:
         await self._authorize_emit(context, (request,))
         try:
-            return _emit_response(self._apply(request, ""))
+            item = self._check(request, "")
         except RequestError as e:
             self._count_emits((request,), _outcome(e))
             await _abort_request(context, e)
-            raise  # unreachable: abort raises
+        results = await self._accept(context, (request,), [item])
+        return _emit_response(results[0])
 
     async def emit_batch(self, request: pb.EmitBatchRequest, context: Any) -> pb.EmitBatchResponse:
         await self._authorize_emit(context, request.emits)
         try:
             # Validate everything first: a bad emit rejects the whole batch
             # before any of it is delivered.
-            for i, emit in enumerate(request.emits):
-                self._check(emit, f"emits[{i}].")
+            items = [self._check(emit, f"emits[{i}].") for i, emit in enumerate(request.emits)]
         except RequestError as e:
             self._count_emits(request.emits, _outcome(e))
             await _abort_request(context, e)
-        return pb.EmitBatchResponse(
-            results=[_emit_response(self._apply(emit, "")) for emit in request.emits]
-        )
+        results = await self._accept(context, request.emits, items)
+        return pb.EmitBatchResponse(results=[_emit_response(r) for r in results])
+
+    async def _accept(
+        self, context: Any, requests: Sequence[pb.EmitRequest], items: list[EmitItem]
+    ) -> list[EmitResult]:
+        try:
+            results = await self.broker.emit_many(items)
+        except BrokerUnavailable as e:
+            self._count_emits(requests, "unavailable")
+            await context.abort(grpc.StatusCode.UNAVAILABLE, f"broker unavailable: {e}")
+        for request, result in zip(requests, results, strict=True):
+            outcome = "duplicate" if result.duplicate else "ok"
+            self.emit_counts[_emit_labels(request, outcome)] += 1
+        return results
 
     def _count_emits(self, requests: Iterable[pb.EmitRequest], outcome: str) -> None:
         for request in requests:
             self.emit_counts[_emit_labels(request, outcome)] += 1
 
-    def _check(self, request: pb.EmitRequest, field: str) -> None:
-        kind = request.WhichOneof("payload")
-        if kind == "update":
-            self.router.check_update(
-                request.user_id, request.update, request.recipient_filter, field
-            )
-        elif kind == "ephemeral":
-            self.router.check_ephemeral(
-                request.user_id, request.ephemeral, request.recipient_filter, field
-            )
-        else:
-            self.router.limits.ids.check(request.user_id, f"{field}user_id")
-            raise InvalidArgument(f"{field}payload", "required: set update or ephemeral")
-
-    def _apply(self, request: pb.EmitRequest, field: str) -> EmitResult:
+    def _check(self, request: pb.EmitRequest, field: str) -> EmitItem:
+        """Validate one emit (no state changes) into what the broker accepts."""
         kind = request.WhichOneof("payload")
         recipient_filter = (
             request.recipient_filter if request.HasField("recipient_filter") else None
         )
         skip = request.skip_connection_id or None
         if kind == "update":
-            result = self.router.emit_update(
-                request.user_id, request.update, recipient_filter, skip
+            target = self.router.check_update(
+                request.user_id, request.update, recipient_filter, field
             )
-        elif kind == "ephemeral":
-            result = self.router.emit_ephemeral(
-                request.user_id,
-                request.ephemeral,
-                recipient_filter,
-                skip,
-                idempotency_key=request.idempotency_key or None,
+            return EmitItem(request.user_id, request.update, target, skip)
+        if kind == "ephemeral":
+            target = self.router.check_ephemeral(
+                request.user_id, request.ephemeral, recipient_filter, field
             )
-        else:
-            self._check(request, field)
-            raise AssertionError("unreachable")
-        self.emit_counts[_emit_labels(request, "duplicate" if result.duplicate else "ok")] += 1
-        return result
+            return EmitItem(
+                request.user_id, request.ephemeral, target, skip, request.idempotency_key or None
+            )
+        self.router.limits.ids.check(request.user_id, f"{field}user_id")
+        raise InvalidArgument(f"{field}payload", "required: set update or ephemeral")
 
     # -- GetConnections --------------------------------------------------
 
@@ -380,15 +382,19 @@ class EventRouterService:
             self.router.limits.ids.check(request.user_id, "user_id")
         except RequestError as e:
             await _abort_request(context, e)
+        try:
+            records = await self.broker.connections(request.user_id)
+        except BrokerUnavailable as e:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, f"broker unavailable: {e}")
         return pb.GetConnectionsResponse(
             connections=[
                 pb.ConnectionInfo(
-                    connection_id=c.connection_id,
-                    scope=scope_to_proto(c),
-                    opened_at_ms=c.opened_at_ms,
-                    node_id=self.router.node_id,
+                    connection_id=r.connection_id,
+                    scope=_scope_from_label(r.scope),
+                    opened_at_ms=r.opened_at_ms,
+                    node_id=r.node_id,
                 )
-                for c in self.router.get_connections(request.user_id)
+                for r in records
             ]
         )
 
@@ -523,6 +529,15 @@ def _emit_response(result: EmitResult) -> pb.EmitResponse:
         response.position.offset = result.offset
         response.position.epoch = result.epoch
     return response
+
+
+def _scope_from_label(label: str) -> rt.ConnectionScope:
+    kind, _, ident = label.partition(":")
+    if kind == "session":
+        return rt.ConnectionScope(session=rt.SessionScope(session_id=ident))
+    if kind == "machine":
+        return rt.ConnectionScope(machine=rt.MachineScope(machine_id=ident))
+    return rt.ConnectionScope(user=rt.UserScope())
 
 
 def _emit_labels(request: pb.EmitRequest, outcome: str) -> tuple[str, str, str]:

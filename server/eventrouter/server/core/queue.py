@@ -73,12 +73,13 @@ class ConnectionQueue:
         "pending_bytes",
         "pending_since",
         "pending_updates",
+        "replayed_through",
     )
 
     def __init__(self, limits: QueueLimits | None = None) -> None:
         self.limits = limits or QueueLimits()
-        # (is_update, frame) pairs, oldest first.
-        self._pending: deque[tuple[bool, bytes]] = deque()
+        # (offset, frame) pairs, oldest first; offset 0 marks an ephemeral event.
+        self._pending: deque[tuple[int, bytes]] = deque()
         self._backlog: deque[bytes] = deque()
         self._wakeup = asyncio.Event()
         self.pending_bytes = 0
@@ -88,14 +89,22 @@ class ConnectionQueue:
         # Monotonic time the oldest pending event was queued (0.0 when empty):
         # the writer observes emit-to-write latency from it, once per write.
         self.pending_since = 0.0
+        # Offset of the last update queued by a replay: a live copy of it is a
+        # duplicate (a cluster resume reads history while live events flow).
+        self.replayed_through = 0
         self.closure: Closure | None = None
 
     # -- producer side ---------------------------------------------------
 
-    def push_update(self, frame: bytes) -> bool:
-        """Queue an update; False when the queue is closed (or closes now: too slow)."""
+    def push_update(self, frame: bytes, offset: int = 0) -> bool:
+        """Queue the update at ``offset``; False when the queue is closed (or closes now: too slow).
+
+        An update the replay already queued counts as queued and is not added again.
+        """
         if self.closure is not None:
             return False
+        if offset and offset <= self.replayed_through:
+            return True
         if not self._make_room(len(frame)):
             self.close(
                 CloseReason.TOO_SLOW,
@@ -103,7 +112,7 @@ class ConnectionQueue:
                 f"{self.limits.max_bytes} bytes pending; resume from the last position",
             )
             return False
-        self._append(True, frame)
+        self._append(offset or -1, frame)
         return True
 
     def push_ephemeral(self, frame: bytes) -> bool:
@@ -113,16 +122,30 @@ class ConnectionQueue:
         if not self._make_room(len(frame)):
             self.dropped_ephemeral += 1
             return False
-        self._append(False, frame)
+        self._append(0, frame)
         return True
 
-    def push_backlog(self, frames: list[bytes]) -> None:
-        """Queue replayed history ahead of every live event."""
+    def push_backlog(self, frames: list[bytes], through_offset: int = 0) -> None:
+        """Queue replayed history (up to ``through_offset``) ahead of every live event."""
+        if through_offset > self.replayed_through:
+            self.replayed_through = through_offset
+            self._drop_replayed_live_updates()
         if frames:
             if not self.has_pending():
                 self.pending_since = time.monotonic()
             self._backlog.extend(frames)
             self._wakeup.set()
+
+    def _drop_replayed_live_updates(self) -> None:
+        through = self.replayed_through
+        kept: deque[tuple[int, bytes]] = deque()
+        for offset, frame in self._pending:
+            if 0 < offset <= through:
+                self.pending_bytes -= len(frame)
+                self.pending_updates -= 1
+                continue
+            kept.append((offset, frame))
+        self._pending = kept
 
     def close(self, reason: CloseReason, message: str) -> None:
         """End the connection; the writer reports it once the queue is drained of nothing more."""
@@ -148,24 +171,25 @@ class ConnectionQueue:
         limits = self.limits
         count = len(self._pending)
         nbytes = self.pending_bytes
-        kept: deque[tuple[bool, bytes]] = deque()
-        for is_update, frame in self._pending:
+        kept: deque[tuple[int, bytes]] = deque()
+        for offset, frame in self._pending:
             fits = count < limits.max_events and nbytes + size <= limits.max_bytes
-            if not is_update and not fits:
+            if offset == 0 and not fits:
                 count -= 1
                 nbytes -= len(frame)
                 self.dropped_ephemeral += 1
                 continue
-            kept.append((is_update, frame))
+            kept.append((offset, frame))
         self._pending = kept
         self.pending_bytes = nbytes
 
-    def _append(self, is_update: bool, frame: bytes) -> None:
+    def _append(self, offset: int, frame: bytes) -> None:
+        # offset: > 0 an update at that offset, -1 an update of unknown offset, 0 ephemeral.
         if not self._pending and not self._backlog:
             self.pending_since = time.monotonic()
-        self._pending.append((is_update, frame))
+        self._pending.append((offset, frame))
         self.pending_bytes += len(frame)
-        if is_update:
+        if offset:
             self.pending_updates += 1
         self._wakeup.set()
 
@@ -197,10 +221,10 @@ class ConnectionQueue:
             out.append(frame)
         pending = self._pending
         while pending and (not out or used + len(pending[0][1]) <= budget):
-            is_update, frame = pending.popleft()
+            offset, frame = pending.popleft()
             used += len(frame)
             self.pending_bytes -= len(frame)
-            if is_update:
+            if offset:
                 self.pending_updates -= 1
             out.append(frame)
         self.delivered += len(out)

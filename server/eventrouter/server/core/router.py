@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import enum
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from eventrouter.server.core import wire
@@ -125,31 +125,48 @@ class EventRouter:
         Replay and registration happen without yielding, so no live update
         can fall between the replayed ones and the first live one.
         """
-        self.limits.ids.check(user_id, "user_id")
         if connection.user_id != user_id:
             raise InvalidArgument("user_id", "does not match the connection's user")
-        if connection.queue is None:
-            connection.queue = ConnectionQueue(self.limits.queue)
+        self.limits.ids.check(user_id, "user_id")
         stream = self.history.stream(user_id)
-        status, failure, replayed = ResumeStatus.NOT_REQUESTED, None, 0
+        status, failure = ResumeStatus.NOT_REQUESTED, None
+        entries: Sequence[HistoryEntry] = ()
         if resume_from is not None:
             plan = self.history.plan_replay(user_id, *resume_from)
-            if plan.failure is not None:
-                status, failure = ResumeStatus.FAILED, plan.failure
-                self.stats.resumes_failed += 1
-            else:
-                frames = [e.frame for e in plan.entries if self._replay_reaches(e, connection)]
-                connection.queue.push_backlog(frames)
-                status, replayed = ResumeStatus.RESUMED, len(frames)
-                self.stats.resumes_ok += 1
-        self.registry.add(connection)
+            status = ResumeStatus.FAILED if plan.failure else ResumeStatus.RESUMED
+            failure, entries = plan.failure, plan.entries
+        self.register(connection)
+        replayed = self.queue_replay(connection, entries)
+        self.count_resume(status)
         return OpenResult(status, failure, replayed, stream.head, stream.epoch)
+
+    def register(self, connection: ClientConnection) -> None:
+        """Add a connection to the index (no history involved), giving it a queue."""
+        self.limits.ids.check(connection.user_id, "user_id")
+        if connection.queue is None:
+            connection.queue = ConnectionQueue(self.limits.queue)
+        self.registry.add(connection)
+
+    def queue_replay(self, connection: ClientConnection, entries: Sequence[HistoryEntry]) -> int:
+        """Queue the history entries this connection would have received live."""
+        if not entries:
+            return 0
+        assert connection.queue is not None
+        frames = [e.frame for e in entries if self._replay_reaches(e, connection)]
+        connection.queue.push_backlog(frames, through_offset=entries[-1].offset)
+        return len(frames)
 
     @staticmethod
     def _replay_reaches(entry: HistoryEntry, connection: ClientConnection) -> bool:
         return entry.skip_connection_id != connection.connection_id and accepts(
             entry.recipient_filter, connection
         )
+
+    def count_resume(self, status: ResumeStatus) -> None:
+        if status is ResumeStatus.RESUMED:
+            self.stats.resumes_ok += 1
+        elif status is ResumeStatus.FAILED:
+            self.stats.resumes_failed += 1
 
     def remove_connection(self, user_id: str, connection: ClientConnection) -> None:
         """Unregister; safe to call more than once."""
@@ -213,7 +230,16 @@ class EventRouter:
     ) -> EmitResult:
         """Route a persistent update; a repeat of a recent ``payload.id`` is not delivered again."""
         target = self.check_update(user_id, payload, recipient_filter)
-        skip = _skip_id(skip_sender_connection)
+        return self.accept_update(user_id, payload, target, _skip_id(skip_sender_connection))
+
+    def accept_update(
+        self,
+        user_id: str,
+        payload: events_pb2.UpdatePayload,
+        target: RecipientFilter,
+        skip: str | None,
+    ) -> EmitResult:
+        """``emit_update`` for an update ``check_update`` already accepted."""
         key = (user_id, "u", payload.id)
         earlier = self._recent.get(key)
         if earlier is not None:
@@ -226,8 +252,7 @@ class EventRouter:
             target,
             skip,
         )
-        reached = self._deliver(user_id, entry.frame, target, skip, is_update=True)
-        self.stats.updates_emitted += 1
+        reached = self.deliver_update(user_id, entry.offset, entry.frame, target, skip)
         result = EmitResult(reached, False, entry.offset, self.history.stream(user_id).epoch)
         self._recent.put(key, result)
         return result
@@ -243,7 +268,19 @@ class EventRouter:
     ) -> EmitResult:
         """Route a transient event to the connections open now; nothing is kept."""
         target = self.check_ephemeral(user_id, payload, recipient_filter)
-        skip = _skip_id(skip_sender_connection)
+        return self.accept_ephemeral(
+            user_id, payload, target, _skip_id(skip_sender_connection), idempotency_key
+        )
+
+    def accept_ephemeral(
+        self,
+        user_id: str,
+        payload: events_pb2.EphemeralPayload,
+        target: RecipientFilter,
+        skip: str | None,
+        idempotency_key: str | None = None,
+    ) -> EmitResult:
+        """``emit_ephemeral`` for an event ``check_ephemeral`` already accepted."""
         key = (user_id, "e", idempotency_key) if idempotency_key else None
         if key is not None:
             earlier = self._recent.get(key)
@@ -251,9 +288,7 @@ class EventRouter:
                 self.stats.duplicates += 1
                 return EmitResult(earlier.reached, True)
         frame = wire.ephemeral_frame(payload.SerializeToString())
-        reached = self._deliver(user_id, frame, target, skip, is_update=False)
-        self.stats.ephemerals_emitted += 1
-        result = EmitResult(reached)
+        result = EmitResult(self.deliver_ephemeral(user_id, frame, target, skip))
         if key is not None:
             self._recent.put(key, result)
         return result
@@ -265,30 +300,44 @@ class EventRouter:
             return filter_from_proto(recipient_filter, f"{field}recipient_filter", self.limits.ids)
         return recipient_filter
 
-    def _deliver(
+    # -- local fan-out (brokers call these) -------------------------------
+
+    def deliver_update(
         self,
         user_id: str,
+        offset: int,
         frame: bytes,
         target: RecipientFilter,
         skip: str | None,
-        *,
-        is_update: bool,
     ) -> int:
+        """Queue an encoded update to this node's matching connections; returns how many."""
         reached = 0
         for connection in self.registry.select(user_id, target, skip):
             queue = connection.queue
             assert queue is not None
-            if is_update:
-                if queue.push_update(frame):
-                    reached += 1
-                else:
-                    # The queue just closed itself as too slow: stop routing to it.
-                    self.stats.closed_too_slow += 1
-                    self.close_connection(connection, CloseReason.TOO_SLOW, "")
-            elif queue.push_ephemeral(frame):
+            if queue.push_update(frame, offset):
+                reached += 1
+            elif queue.closure is not None and queue.closure.reason is CloseReason.TOO_SLOW:
+                # The queue just closed itself as too slow: stop routing to it.
+                self.stats.closed_too_slow += 1
+                self.close_connection(connection, CloseReason.TOO_SLOW, "")
+        self.stats.updates_emitted += 1
+        self.stats.deliveries += reached
+        return reached
+
+    def deliver_ephemeral(
+        self, user_id: str, frame: bytes, target: RecipientFilter, skip: str | None
+    ) -> int:
+        """Queue an encoded ephemeral event to this node's matching connections."""
+        reached = 0
+        for connection in self.registry.select(user_id, target, skip):
+            queue = connection.queue
+            assert queue is not None
+            if queue.push_ephemeral(frame):
                 reached += 1
             else:
                 self.stats.ephemeral_dropped += 1
+        self.stats.ephemerals_emitted += 1
         self.stats.deliveries += reached
         return reached
 

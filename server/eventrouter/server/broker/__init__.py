@@ -1,0 +1,12 @@
+"""Brokers: how an accepted emit reaches every node holding the user's connections.
+
+One file for the interface (``base``), one per implementation, as in
+centrifuge: ``memory`` (one process, nothing to run) and ``redis`` (many
+nodes).  Both feed the same local fan-out, ``EventRouter``'s registry and
+queues, so single-node and cluster share every step but this one.
+"""
+
+from eventrouter.server.broker.base import Broker, ConnectionRecord
+from eventrouter.server.broker.memory import MemoryBroker
+
+__all__ = ["Broker", "ConnectionRecord", "MemoryBroker"]

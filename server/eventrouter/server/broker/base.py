@@ -1,0 +1,134 @@
+"""The broker interface the gRPC service talks to.
+
+A broker accepts emits (numbering updates in the user's history and
+remembering idempotency keys), carries them to every node that holds a
+connection of the user, and answers resume and presence questions.  Local
+delivery is always the node's ``EventRouter``: a broker calls its
+``deliver_*`` methods, never writes to a connection itself.
+
+Where a guarantee stops: an emit is acknowledged only once the broker has
+accepted it (for Redis: written to the user's history and published), so an
+acknowledged update survives the crash of any node; delivery to a node that
+is partitioned from the broker resumes through history, never silently.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from eventrouter.server.core.connections import ClientConnection
+from eventrouter.server.core.filters import RecipientFilter
+from eventrouter.server.core.router import EmitResult, EventRouter, OpenResult
+from eventrouter.v1 import events_pb2
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionRecord:
+    """A connection as presence reports it, possibly held by another node."""
+
+    connection_id: str
+    user_id: str
+    # "user", "session:<id>" or "machine:<id>".
+    scope: str
+    opened_at_ms: int
+    node_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class EmitItem:
+    """One validated emit: an update, or an ephemeral with its optional idempotency key."""
+
+    user_id: str
+    payload: events_pb2.UpdatePayload | events_pb2.EphemeralPayload
+    recipient_filter: RecipientFilter
+    skip_connection_id: str | None
+    idempotency_key: str | None = None
+
+
+class BrokerUnavailable(Exception):
+    """The broker cannot accept or answer now; the caller may retry (gRPC UNAVAILABLE)."""
+
+
+class Broker(abc.ABC):
+    """Accepts emits, carries them between nodes, keeps history and presence."""
+
+    def __init__(self, router: EventRouter) -> None:
+        self.router = router
+
+    async def start(self) -> None:
+        """Connect; called once before serving."""
+        return None
+
+    async def close(self) -> None:
+        """Disconnect; called once on shutdown."""
+        return None
+
+    def healthy(self) -> bool:
+        """False while the broker cannot accept emits (health turns NOT_SERVING)."""
+        return True
+
+    @abc.abstractmethod
+    async def emit_update(
+        self,
+        user_id: str,
+        payload: events_pb2.UpdatePayload,
+        recipient_filter: RecipientFilter,
+        skip_connection_id: str | None,
+    ) -> EmitResult:
+        """Accept a validated update: number it, keep it, deliver it everywhere."""
+
+    @abc.abstractmethod
+    async def emit_ephemeral(
+        self,
+        user_id: str,
+        payload: events_pb2.EphemeralPayload,
+        recipient_filter: RecipientFilter,
+        skip_connection_id: str | None,
+        idempotency_key: str | None,
+    ) -> EmitResult:
+        """Deliver a validated ephemeral event to the connections open now."""
+
+    async def emit_many(self, items: Sequence[EmitItem]) -> list[EmitResult]:
+        """Accept emits in order (a broker may pipeline them); one result each."""
+        results = []
+        for item in items:
+            if isinstance(item.payload, events_pb2.UpdatePayload):
+                result = await self.emit_update(
+                    item.user_id, item.payload, item.recipient_filter, item.skip_connection_id
+                )
+            else:
+                result = await self.emit_ephemeral(
+                    item.user_id,
+                    item.payload,
+                    item.recipient_filter,
+                    item.skip_connection_id,
+                    item.idempotency_key,
+                )
+            results.append(result)
+        return results
+
+    @abc.abstractmethod
+    async def open(
+        self, connection: ClientConnection, resume_from: tuple[int, str] | None
+    ) -> OpenResult:
+        """Register a local connection, replaying the gap after ``resume_from`` first."""
+
+    @abc.abstractmethod
+    def closed(self, connection: ClientConnection) -> None:
+        """A local connection ended (it is already out of the registry); must not block."""
+
+    @abc.abstractmethod
+    async def connections(self, user_id: str) -> list[ConnectionRecord]:
+        """The user's open connections on every node, oldest first."""
+
+
+def scope_label(connection: ClientConnection) -> str:
+    session_id = getattr(connection, "session_id", None)
+    if session_id is not None:
+        return f"session:{session_id}"
+    machine_id = getattr(connection, "machine_id", None)
+    if machine_id is not None:
+        return f"machine:{machine_id}"
+    return "user"
