@@ -267,6 +267,9 @@ class EventRouterService:
             # (too slow, shutdown, revoked); otherwise the call itself went away.
             if queue.closure is None:
                 raise
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()
         closure = queue.closure
         assert closure is not None
         await context.abort(_CLOSE_STATUS[closure.reason], closure.message)
