@@ -31,6 +31,7 @@ from eventrouter.server.core.queue import CloseReason, ConnectionQueue
 from eventrouter.server.core.router import EmitResult, OpenResult, ResumeStatus
 from eventrouter.server.core.stats import Histogram
 from eventrouter.server.core.validation import (
+    IdTooLong,
     InvalidArgument,
     PayloadTooLarge,
     RequestError,
@@ -38,6 +39,7 @@ from eventrouter.server.core.validation import (
     scope_to_proto,
 )
 from eventrouter.server.security.limits import RateLimiter, SecurityLimits
+from eventrouter.server.security.tokens import LEEWAY_S
 from eventrouter.v1 import router_service_pb2 as pb
 from eventrouter.v1 import routing_pb2 as rt
 
@@ -188,7 +190,7 @@ class EventRouterService:
                 subscriber.user_id, request.scope, "scope", self.router.limits.ids
             )
         except RequestError as e:
-            await _abort_request(context, e)
+            await self._abort_request(context, e)
         denied = _scope_denied(subscriber, connection)
         if denied:
             self.security_stats.auth_failures["scope_not_allowed"] += 1
@@ -211,7 +213,7 @@ class EventRouterService:
         try:
             opened = await self.broker.open(connection, resume)
         except RequestError as e:
-            await _abort_request(context, e)
+            await self._abort_request(context, e)
         except BrokerUnavailable as e:
             await context.abort(grpc.StatusCode.UNAVAILABLE, f"broker unavailable: {e}")
         return connection, opened
@@ -221,8 +223,10 @@ class EventRouterService:
     ) -> asyncio.TimerHandle | None:
         if subscriber.expires_at is None:
             return None
+        # The verifier accepts a token up to LEEWAY_S past `exp` (clock skew);
+        # the stream lives exactly as long as the token would verify.
         return asyncio.get_running_loop().call_later(
-            max(0.0, subscriber.expires_at - time.time()),
+            max(0.0, subscriber.expires_at + LEEWAY_S - time.time()),
             self.router.close_connection,
             connection,
             CloseReason.CREDENTIAL_EXPIRED,
@@ -241,7 +245,11 @@ class EventRouterService:
         queue = connection.queue
         assert queue is not None
         try:
-            await self._write(context, writer, first)
+            # The first write is never interrupted: it carries the initial
+            # metadata too, and a call cancelled mid-way through that batch can
+            # no longer be aborted with a status. It is small, so flow control
+            # cannot hold it for long.
+            await context.write(first)
             handshake.done()
             while True:
                 if queue.closure is not None:
@@ -320,7 +328,7 @@ class EventRouterService:
             item = self._check(request, "")
         except RequestError as e:
             self._count_emits((request,), _outcome(e))
-            await _abort_request(context, e)
+            await self._abort_request(context, e)
         results = await self._accept(context, (request,), [item])
         return _emit_response(results[0])
 
@@ -332,7 +340,7 @@ class EventRouterService:
             items = [self._check(emit, f"emits[{i}].") for i, emit in enumerate(request.emits)]
         except RequestError as e:
             self._count_emits(request.emits, _outcome(e))
-            await _abort_request(context, e)
+            await self._abort_request(context, e)
         results = await self._accept(context, request.emits, items)
         return pb.EmitBatchResponse(results=[_emit_response(r) for r in results])
 
@@ -384,7 +392,7 @@ class EventRouterService:
         try:
             self.router.limits.ids.check(request.user_id, "user_id")
         except RequestError as e:
-            await _abort_request(context, e)
+            await self._abort_request(context, e)
         try:
             records = await self.broker.connections(request.user_id)
         except BrokerUnavailable as e:
@@ -410,7 +418,7 @@ class EventRouterService:
         try:
             targets = self._disconnect_targets(request)
         except RequestError as e:
-            await _abort_request(context, e)
+            await self._abort_request(context, e)
         if request.revoke and request.WhichOneof("selector") == "token_id":
             self.auth.revoke(request.token_id)
         reason = CloseReason.REVOKED if request.revoke else CloseReason.DISCONNECTED
@@ -464,6 +472,14 @@ class EventRouterService:
         )
 
     # -- credentials -----------------------------------------------------
+
+    async def _abort_request(self, context: Any, error: RequestError) -> None:
+        """Answer a refused request; limit violations are counted by kind."""
+        if isinstance(error, IdTooLong):
+            self.security_stats.limit_rejections["id_length"] += 1
+        elif isinstance(error, PayloadTooLarge):
+            self.security_stats.limit_rejections["event_bytes"] += 1
+        await _abort_request_status(context, error)
 
     async def _authorize_service(self, context: Any) -> str:
         try:
@@ -591,7 +607,7 @@ def _heartbeat_frame() -> bytes:
     return wire.event_frame(event.SerializeToString())
 
 
-async def _abort_request(context: Any, error: RequestError) -> None:
+async def _abort_request_status(context: Any, error: RequestError) -> None:
     code = (
         grpc.StatusCode.RESOURCE_EXHAUSTED
         if isinstance(error, PayloadTooLarge)

@@ -39,6 +39,10 @@ class InvalidArgument(RequestError):
     """Malformed or semantically wrong input (gRPC INVALID_ARGUMENT)."""
 
 
+class IdTooLong(InvalidArgument):
+    """An id over the configured length limit (INVALID_ARGUMENT, counted as a limit)."""
+
+
 class PayloadTooLarge(RequestError):
     """An event larger than the configured maximum (gRPC RESOURCE_EXHAUSTED)."""
 
@@ -53,7 +57,7 @@ class IdRules:
         if not value:
             raise InvalidArgument(field, "must be non-empty")
         if len(value) > self.max_length:
-            raise InvalidArgument(field, f"longer than {self.max_length} characters")
+            raise IdTooLong(field, f"longer than {self.max_length} characters")
         if not value.isprintable() or any(unicodedata.category(ch) == "Zs" for ch in value):
             raise InvalidArgument(field, "must not contain whitespace or control characters")
 
