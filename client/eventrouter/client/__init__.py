@@ -9,6 +9,7 @@ it back in the exact JSON Happy's apps receive::
     to_happy_json(payload)  # {"id": "upd_1", "seq": 101, "body": {"t": "new-session", ...}, ...}
 """
 
+from eventrouter.client._blocking import BlockingEventRouterClient, BlockingSubscription
 from eventrouter.client._builders import (
     build_delete_artifact_update,
     build_delete_session_update,
@@ -28,6 +29,41 @@ from eventrouter.client._builders import (
     build_update_session_update,
     build_usage_ephemeral,
     public_url_from_env,
+)
+from eventrouter.client._calls import (
+    DEFAULT_CHANNEL_OPTIONS,
+    Backoff,
+    BearerTokenCredentials,
+    Credentials,
+    DeadlineExceededError,
+    EventRouterError,
+    InvalidArgumentError,
+    PermissionDeniedError,
+    ResourceExhaustedError,
+    RetryPolicy,
+    UnauthenticatedError,
+    UnavailableError,
+    UserIdCredentials,
+)
+from eventrouter.client._client import EventRouterClient
+from eventrouter.client._events import (
+    Connected,
+    EphemeralReceived,
+    Heartbeat,
+    ReconnectPolicy,
+    RefetchRequired,
+    SubscriptionEvent,
+    UpdateReceived,
+)
+from eventrouter.client._filters import (
+    all_interested_in_session,
+    all_user_authenticated_connections,
+    machine_only,
+    machine_scope,
+    machine_scoped_only,
+    session_scope,
+    user_scope,
+    user_scoped_only,
 )
 from eventrouter.client._happy_json import (
     HappyWireError,
@@ -54,25 +90,52 @@ from eventrouter.client._records import (
     SessionRecord,
     Versioned,
 )
+from eventrouter.client._subscription import Subscription
 
 __all__ = [
     "ABSENT",
+    "DEFAULT_CHANNEL_OPTIONS",
     "Absent",
     "AccountProfile",
     "ArtifactRecord",
+    "Backoff",
+    "BearerTokenCredentials",
+    "BlockingEventRouterClient",
+    "BlockingSubscription",
+    "Connected",
+    "Credentials",
     "DateLike",
+    "DeadlineExceededError",
+    "EphemeralReceived",
+    "EventRouterClient",
+    "EventRouterError",
     "FeedItem",
     "GitHubPlan",
     "GitHubProfile",
     "HappyWireError",
+    "Heartbeat",
     "ImageRef",
+    "InvalidArgumentError",
     "JsonValue",
     "KvChange",
     "MachineRecord",
     "MessageRecord",
+    "PermissionDeniedError",
+    "ReconnectPolicy",
+    "RefetchRequired",
     "RelationshipData",
+    "ResourceExhaustedError",
+    "RetryPolicy",
     "SessionRecord",
+    "Subscription",
+    "SubscriptionEvent",
+    "UnauthenticatedError",
+    "UnavailableError",
+    "UpdateReceived",
+    "UserIdCredentials",
     "Versioned",
+    "all_interested_in_session",
+    "all_user_authenticated_connections",
     "build_delete_artifact_update",
     "build_delete_session_update",
     "build_kv_batch_update_update",
@@ -92,7 +155,13 @@ __all__ = [
     "build_usage_ephemeral",
     "ephemeral_from_happy_json",
     "from_happy_json",
+    "machine_only",
+    "machine_scope",
+    "machine_scoped_only",
     "public_url_from_env",
+    "session_scope",
     "to_happy_json",
     "update_from_happy_json",
+    "user_scope",
+    "user_scoped_only",
 ]
