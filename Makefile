@@ -47,7 +47,7 @@ lint: $(STAMP)  ## ruff and mypy
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-test: $(STAMP) node-deps lint  ## the whole suite: lint, types, tests
+test: $(STAMP) node-deps browser-deps lint  ## the whole suite: lint, types, tests
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 clean:  ## remove the virtual environment and caches
@@ -62,3 +62,19 @@ proto-check: node-deps  ## buf lint + buf breaking against the released contract
 
 docs: $(STAMP)  ## render docs/reference.md from the comments in protos/
 	$(PY) scripts/gen_proto_docs.py
+
+# --- operability ---
+.PHONY: browser-deps
+
+# The status-page test drives Debian's chromium with playwright-core (never a
+# downloaded browser build).  As root (CI, dev containers) it is installed here;
+# otherwise the test is skipped on a user's machine and fails under CI=true.
+browser-deps:  ## install Debian's chromium for the status-page browser test
+	@if [ -x /usr/bin/chromium ]; then \
+	  :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; \
+	else \
+	  echo "browser-deps: /usr/bin/chromium is missing; run 'sudo apt-get install chromium'" \
+	    "(Debian/Ubuntu) or the status-page test is skipped"; \
+	fi

@@ -185,16 +185,6 @@ async def test_serve_refuses_readable_keys_file_with_its_message(
     assert "chmod 600" in err
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: `eventrouter serve` with a keys file readable by others (or an "
-        "unreadable/invalid one) dies with a Python traceback: the ValueError comes "
-        "from RouterServer.__init__ inside asyncio.run(serve()), and "
-        "eventrouter.server.__main__.run only turns config_from_args errors into "
-        "'eventrouter serve: ...' messages"
-    ),
-)
 async def test_serve_refuses_readable_keys_file_without_a_traceback(
     keys: Keys, tmp_path: Path
 ) -> None:

@@ -25,6 +25,8 @@ async def running_server(**overrides: Any) -> AsyncIterator[RouterServer]:
     default.
     """
     overrides.setdefault("insecure", True)
+    # No fixed ports: every test server would otherwise bind the default metrics port.
+    overrides.setdefault("metrics_listen", "")
     config = ServerConfig(listen="127.0.0.1:0", **overrides)
     server = RouterServer(config)
     await server.start()

@@ -295,6 +295,15 @@ def cmd_serve(argv: Sequence[str]) -> int:
     return 0
 
 
+def cmd_config(argv: Sequence[str]) -> int:
+    try:
+        from eventrouter.server.ops.config_cli import main as config_main
+    except ImportError as e:  # a client-only install
+        print(f"{PROG} config: the server is not installed ({e})", file=sys.stderr)
+        return 2
+    return config_main(argv)
+
+
 def cmd_token(argv: Sequence[str]) -> int:
     try:
         from eventrouter.server.security.token_cli import add_token_arguments, run_token
@@ -355,6 +364,11 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser(
         "serve",
         help="run a router node (see 'eventrouter serve --help')",
+        add_help=False,
+    )
+    commands.add_parser(
+        "config",
+        help="print the effective server configuration as TOML (see 'eventrouter config --help')",
         add_help=False,
     )
     commands.add_parser(
@@ -445,6 +459,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         raise SystemExit(cmd_serve(argv[1:]))
     if argv[:1] == ["token"]:
         raise SystemExit(cmd_token(argv[1:]))
+    if argv[:1] == ["config"]:
+        raise SystemExit(cmd_config(argv[1:]))
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command == "subscribe" and not (args.user or args.token):

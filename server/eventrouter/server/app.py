@@ -15,10 +15,12 @@ from eventrouter.server.auth import (
     InsecureMetadataAuthenticator,
     TokenAuthenticator,
 )
-from eventrouter.server.broker import Broker, MemoryBroker
+from eventrouter.server.broker import Broker
+from eventrouter.server.broker.redis_config import broker_factory
 from eventrouter.server.config import ServerConfig
 from eventrouter.server.core.queue import CloseReason
 from eventrouter.server.core.router import EventRouter
+from eventrouter.server.ops.runtime import Operability
 from eventrouter.server.security.tokens import KeySet, ensure_keys_file
 from eventrouter.server.service import EventRouterService
 
@@ -34,11 +36,12 @@ class RouterServer:
         self,
         config: ServerConfig | None = None,
         authenticator: Authenticator | None = None,
-        broker: Callable[[EventRouter], Broker] = MemoryBroker,
+        broker: Callable[[EventRouter], Broker] | None = None,
     ) -> None:
         self.config = config or ServerConfig()
         self.router = EventRouter(self.config.router_limits(), self.config.node_id or None)
-        self.broker = broker(self.router)
+        # memory:// (default) or Redis, as --broker says, unless a factory is given.
+        self.broker = (broker or broker_factory(self.config.broker))(self.router)
         self.service = EventRouterService(
             self.broker,
             authenticator or build_authenticator(self.config),
@@ -49,11 +52,22 @@ class RouterServer:
         self._server: grpc.aio.Server | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self.port = 0
+        # Health, reflection, /metrics and the status page (eventrouter.server.ops).
+        self.ops = Operability(self)
+
+    def is_healthy(self) -> bool:
+        """Whether this node can do its job; the gRPC health status follows it.
+
+        Asked every ``health_interval_s``.  Always True for a single node;
+        a clustered node reports whether its broker is reachable.
+        """
+        return self.broker.healthy()
 
     async def start(self) -> int:
         """Bind and start serving; returns the bound port."""
         server = grpc.aio.server(options=self.config.grpc_options())
         server.add_generic_rpc_handlers((self.service.generic_handler(),))
+        self.ops.add_services(server)
         credentials = server_credentials(self.config)
         if credentials is None:
             self.port = server.add_insecure_port(self.config.listen)
@@ -65,6 +79,7 @@ class RouterServer:
         await server.start()
         self._server = server
         self._sweeper = asyncio.create_task(self._sweep_forever())
+        await self.ops.start()
         host = self.config.listen.rpartition(":")[0]
         log.info("eventrouter listening on %s:%d (node %s)", host, self.port, self.router.node_id)
         return self.port
@@ -81,6 +96,8 @@ class RouterServer:
         if self._server is None:
             return
         grace = self.config.shutdown_grace_s if grace_s is None else grace_s
+        # Health turns NOT_SERVING first, so load balancers stop sending new calls.
+        await self.ops.begin_shutdown()
         closed = self.service.close_all_streams(
             CloseReason.SHUTDOWN, "server is shutting down: reconnect and resume"
         )
@@ -89,6 +106,7 @@ class RouterServer:
             self._sweeper.cancel()
         await self._server.stop(grace)
         self._server = None
+        await self.ops.stop()
         await self.broker.close()
 
     async def wait(self) -> None:

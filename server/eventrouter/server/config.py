@@ -1,11 +1,36 @@
-"""Server configuration: one dataclass, filled from command-line flags."""
+"""Server configuration: one dataclass, filled from flags, environment and a TOML file.
+
+Every field of ``ServerConfig`` can be set four ways; the first that names it wins:
+
+1. a command-line flag, ``--queue-max-events 64`` (booleans: ``--insecure`` /
+   ``--no-insecure``);
+2. an environment variable ``EVENTROUTER_<FIELD>`` in upper snake case,
+   ``EVENTROUTER_QUEUE_MAX_EVENTS=64`` (booleans: true/false, 1/0, yes/no, on/off);
+3. a TOML file given by ``--config FILE`` (or ``EVENTROUTER_CONFIG``), with flat
+   keys named like the fields, ``queue_max_events = 64``;
+4. the default below.
+
+Everything is checked before the server starts, and every wrong value is
+reported at once with where it came from and which field it is: a TOML key
+or an ``EVENTROUTER_`` variable that names no field is an error too (a typo
+must not silently leave the default in force).  ``eventrouter config`` prints
+the result (see ``eventrouter.server.ops.config_cli``).
+"""
 
 from __future__ import annotations
 
 import argparse
+import difflib
+import math
+import os
+import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
+from functools import cache
 from pathlib import Path
+from typing import Any
 
+from eventrouter.server.broker.redis_config import check_broker_url
 from eventrouter.server.core.history import HistoryLimits
 from eventrouter.server.core.queue import QueueLimits
 from eventrouter.server.core.router import RouterLimits
@@ -14,6 +39,15 @@ from eventrouter.server.security.limits import SecurityLimits
 from eventrouter.server.security.tokens import default_keys_path
 
 MiB = 1024 * 1024
+
+ENV_PREFIX = "EVENTROUTER_"
+CONFIG_FILE_ENV = "EVENTROUTER_CONFIG"
+# Read by the ``eventrouter`` client commands, not by the server: allowed in
+# the environment of ``eventrouter serve`` without being an error.
+CLIENT_ENV_VARS = frozenset({"EVENTROUTER_TARGET", "EVENTROUTER_TOKEN"})
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+LOG_FORMATS = ("text", "json", "logfmt")
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +75,8 @@ class ServerConfig:
     max_connection_age_grace_s: float = 30.0
     shutdown_grace_s: float = 10.0
     node_id: str = ""
+    # memory:// (one node) or redis://HOST:PORT/DB | redis+cluster://HOST:PORT (many).
+    broker: str = "memory://"
     # Security.
     insecure: bool = False
     keys_file: str = ""
@@ -56,31 +92,17 @@ class ServerConfig:
     emit_rate_per_service: float = 0.0
     emit_burst_per_service: int = 10_000
     id_max_length: int = 256
+    # Operability.
+    log_format: str = "text"
+    hash_user_ids: bool = False
+    hash_key_file: str = ""
+    metrics_listen: str = "127.0.0.1:9464"
+    health_interval_s: float = 1.0
 
     def __post_init__(self) -> None:
-        host, sep, port = self.listen.rpartition(":")
-        if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-            raise ValueError(f"listen: expected HOST:PORT, got {self.listen!r}")
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if isinstance(value, int | float) and not isinstance(value, bool) and value < 0:
-                raise ValueError(f"{f.name}: must not be negative, got {value}")
-        if self.queue_max_events < 1 or self.queue_max_bytes < 1:
-            raise ValueError("queue_max_events and queue_max_bytes must be at least 1")
-        if self.max_event_bytes > self.max_request_bytes:
-            raise ValueError("max_event_bytes must not exceed max_request_bytes")
-        if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
-            raise ValueError(
-                f"log_level: expected debug, info, warning or error, not {self.log_level!r}"
-            )
-        if bool(self.tls_cert) != bool(self.tls_key):
-            raise ValueError("tls_cert and tls_key go together")
-        if self.tls_client_ca and not self.tls_cert:
-            raise ValueError("tls_client_ca needs tls_cert and tls_key")
-        if self.insecure and (self.keys_file or self.revoked_token_ids):
-            raise ValueError("insecure mode ignores keys: drop --keys-file/--revoked-token-ids")
-        if self.id_max_length < 1:
-            raise ValueError("id_max_length must be at least 1")
+        problems = validate({f.name: getattr(self, f.name) for f in fields(self)})
+        if problems:
+            raise ValueError("; ".join(str(p) for p in problems))
 
     def keys_path(self) -> Path:
         return Path(self.keys_file) if self.keys_file else default_keys_path()
@@ -149,6 +171,8 @@ _HELP = {
     "max_connection_age_grace_s": "grace for calls on a transport closed for its age",
     "shutdown_grace_s": "seconds in-flight emits get on SIGTERM before the process exits",
     "node_id": "this node's id (default: random)",
+    "broker": "memory:// (one node), redis://HOST:PORT/DB or redis+cluster://HOST:PORT (nodes"
+    " sharing Redis >= 7); options as ?timeout=1&presence_ttl=30, see the README",
     "insecure": "LOCAL EXPERIMENTS ONLY: trust a user id sent as x-eventrouter-user-id metadata"
     " and let anyone emit",
     "keys_file": "JWKS file of token keys (default: created with a random secret on first start"
@@ -164,26 +188,438 @@ _HELP = {
     "emit_rate_per_service": "events per second per service credential, 0 = unlimited",
     "emit_burst_per_service": "events a service may burst above its rate",
     "id_max_length": "longest user, session, machine or connection id accepted",
+    "log_format": "text (for a terminal), json or logfmt (one record per line, for collectors)",
+    "hash_user_ids": "log user ids (and show them on the status page) as a keyed hash"
+    " 'u:<16 hex>' instead of in clear",
+    "hash_key_file": "file holding the hash key of --hash-user-ids (at least 16 bytes, e.g."
+    " `head -c 32 /dev/urandom`); same key = same hashes across nodes and restarts;"
+    " empty = a random key per process",
+    "metrics_listen": "HOST:PORT of the HTTP endpoint serving /metrics (Prometheus), the status"
+    " page / and /status.json; empty = off",
+    "health_interval_s": "seconds between checks that update the gRPC health status",
 }
 
 
+# ---------------------------------------------------------------------------
+# Validation
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One wrong value (or combination of values): the fields involved and why."""
+
+    fields: tuple[str, ...]
+    message: str
+
+    def __str__(self) -> str:
+        return f"{', '.join(self.fields)}: {self.message}"
+
+
+@cache
+def _field_types() -> dict[str, type]:
+    """Field name -> its type (that of its default: bool, int, float or str)."""
+    return {f.name: type(f.default) for f in fields(ServerConfig)}
+
+
+def _host_port(value: str) -> bool:
+    host, sep, port = value.rpartition(":")
+    return bool(sep and host and port.isdigit() and 0 <= int(port) <= 65535)
+
+
+def validate(values: Mapping[str, Any]) -> list[Problem]:
+    """Every problem with a full set of field values (empty when they are fine)."""
+    problems: list[Problem] = []
+    types = _field_types()
+    wrong_type: set[str] = set()
+    for name, kind in types.items():
+        value = values[name]
+        ok = (
+            isinstance(value, bool)
+            if kind is bool
+            else isinstance(value, int | float) and not isinstance(value, bool)
+            if kind is float
+            else isinstance(value, kind) and not isinstance(value, bool)
+        )
+        if not ok:
+            wrong_type.add(name)
+            problems.append(Problem((name,), f"expected {_KIND_NAMES[kind]}, got {value!r}"))
+    v = {name: value for name, value in values.items() if name not in wrong_type}
+
+    def check(condition: bool, names: tuple[str, ...], message: str) -> None:
+        if not all(n in v for n in names):
+            return  # already reported as the wrong type
+        if not condition:
+            problems.append(Problem(names, message))
+
+    for name, kind in types.items():
+        if name in wrong_type or kind not in (int, float):
+            continue
+        value = v[name]
+        if isinstance(value, float) and not math.isfinite(value):
+            problems.append(Problem((name,), f"must be a finite number, got {value}"))
+        elif value < 0:
+            problems.append(Problem((name,), f"must not be negative, got {value}"))
+    if "listen" in v:
+        check(_host_port(v["listen"]), ("listen",), f"expected HOST:PORT, got {v['listen']!r}")
+    if "broker" in v:
+        try:
+            check_broker_url(v["broker"])
+        except ValueError as e:
+            problems.append(Problem(("broker",), str(e).removeprefix("broker: ")))
+    if "metrics_listen" in v:
+        check(
+            v["metrics_listen"] == "" or _host_port(v["metrics_listen"]),
+            ("metrics_listen",),
+            f"expected HOST:PORT or empty (off), got {v['metrics_listen']!r}",
+        )
+    for name in ("queue_max_events", "queue_max_bytes", "id_max_length"):
+        if name in v and v[name] >= 0:  # negatives are reported above
+            check(v[name] >= 1, (name,), f"must be at least 1, got {v[name]}")
+    if "health_interval_s" in v:
+        check(
+            v["health_interval_s"] > 0,
+            ("health_interval_s",),
+            f"must be more than 0, got {v['health_interval_s']}",
+        )
+    if "max_event_bytes" in v and "max_request_bytes" in v:
+        check(
+            v["max_event_bytes"] <= v["max_request_bytes"],
+            ("max_event_bytes", "max_request_bytes"),
+            f"max_event_bytes ({v['max_event_bytes']}) must not exceed"
+            f" max_request_bytes ({v['max_request_bytes']})",
+        )
+    if "log_level" in v:
+        check(
+            v["log_level"].lower() in LOG_LEVELS,
+            ("log_level",),
+            f"expected one of {', '.join(LOG_LEVELS)}, got {v['log_level']!r}",
+        )
+    if "log_format" in v:
+        check(
+            v["log_format"] in LOG_FORMATS,
+            ("log_format",),
+            f"expected one of {', '.join(LOG_FORMATS)}, got {v['log_format']!r}",
+        )
+    if "tls_cert" in v and "tls_key" in v:
+        check(
+            bool(v["tls_cert"]) == bool(v["tls_key"]),
+            ("tls_cert", "tls_key"),
+            "tls_cert and tls_key go together",
+        )
+    if "tls_client_ca" in v and "tls_cert" in v:
+        check(
+            not (v["tls_client_ca"] and not v["tls_cert"]),
+            ("tls_client_ca", "tls_cert"),
+            "tls_client_ca needs tls_cert and tls_key",
+        )
+    if v.get("insecure"):
+        key_fields = tuple(n for n in ("keys_file", "revoked_token_ids") if v.get(n))
+        check(
+            not key_fields,
+            ("insecure", *key_fields),
+            f"insecure mode ignores keys: drop {' and '.join(key_fields)}",
+        )
+    if "hash_key_file" in v and "hash_user_ids" in v:
+        check(
+            not (v["hash_key_file"] and not v["hash_user_ids"]),
+            ("hash_key_file", "hash_user_ids"),
+            "hash_key_file has no effect without hash_user_ids",
+        )
+    return problems
+
+
+_KIND_NAMES: dict[type, str] = {
+    int: "an integer",
+    float: "a number",
+    bool: "true or false",
+    str: "a string",
+}
+
+
+# ---------------------------------------------------------------------------
+# Sources: flags > environment > TOML file > defaults
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """Where a value came from: kind is flag, env, file or default."""
+
+    kind: str
+    name: str = ""
+
+    def __str__(self) -> str:
+        match self.kind:
+            case "flag":
+                return f"flag {self.name}"
+            case "env":
+                return f"environment variable {self.name}"
+            case "file":
+                return f"config file {self.name}"
+        return "default"
+
+
+DEFAULT_SOURCE = Source("default")
+
+
+class ConfigError(ValueError):
+    """Wrong configuration: ``problems`` says, for each, its source and field."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+@dataclass(frozen=True, slots=True)
+class ResolvedConfig:
+    """The effective configuration, and where each field's value came from."""
+
+    config: ServerConfig
+    sources: dict[str, Source]
+    config_file: str | None = None
+
+
+def env_name(field_name: str) -> str:
+    return ENV_PREFIX + field_name.upper()
+
+
+def flag_name(field_name: str) -> str:
+    return "--" + field_name.replace("_", "-")
+
+
+def _parse_env(kind: type, text: str) -> Any:
+    """An environment string as a value of ``kind``; ValueError says what was expected."""
+    if kind is bool:
+        lowered = text.strip().lower()
+        if lowered in ("1", "true", "yes", "on"):
+            return True
+        if lowered in ("0", "false", "no", "off", ""):
+            return False
+        raise ValueError(f"expected true or false (1/0, yes/no, on/off), got {text!r}")
+    if kind is int:
+        try:
+            return int(text.strip())
+        except ValueError:
+            raise ValueError(f"expected an integer, got {text!r}") from None
+    if kind is float:
+        try:
+            return float(text.strip())
+        except ValueError:
+            raise ValueError(f"expected a number, got {text!r}") from None
+    return text
+
+
+def _check_toml_value(kind: type, value: Any) -> Any:
+    """A TOML value checked against ``kind`` (ints are accepted for numbers)."""
+    toml_type = _toml_type_name(value)
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+    elif kind is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+    elif kind is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif isinstance(value, str):
+        return value
+    raise ValueError(f"expected {_KIND_NAMES[kind]}, got {toml_type} {value!r}")
+
+
+def _toml_type_name(value: Any) -> str:
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int):
+        return "an integer"
+    if isinstance(value, float):
+        return "a float"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, dict):
+        return "a table"
+    if isinstance(value, list):
+        return "an array"
+    return "a date/time"
+
+
+def _suggest(name: str, known: list[str]) -> str:
+    close = difflib.get_close_matches(name, known, n=1)
+    return f" (did you mean {close[0]}?)" if close else ""
+
+
+def load_toml(path: str) -> tuple[dict[str, Any], list[str], set[str]]:
+    """The file's settings (checked against the fields), its problems, the fields they hit."""
+    source = Source("file", path)
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except OSError as e:
+        return {}, [f"{source}: cannot read it: {e.strerror or e}"], set()
+    except tomllib.TOMLDecodeError as e:
+        return {}, [f"{source}: not valid TOML: {e}"], set()
+    types = _field_types()
+    values: dict[str, Any] = {}
+    problems: list[str] = []
+    failed: set[str] = set()
+    for key, raw in data.items():
+        if key not in types:
+            problems.append(
+                f"{source}: unknown key {key!r}{_suggest(key, list(types))};"
+                " keys are the field names listed by `eventrouter config`"
+            )
+            continue
+        try:
+            values[key] = _check_toml_value(types[key], raw)
+        except ValueError as e:
+            failed.add(key)
+            problems.append(f"{source}: {key}: {e}")
+    return values, problems, failed
+
+
+def _load_env(environ: Mapping[str, str]) -> tuple[dict[str, Any], list[str], set[str]]:
+    types = _field_types()
+    by_env = {env_name(name): name for name in types}
+    values: dict[str, Any] = {}
+    problems: list[str] = []
+    failed: set[str] = set()
+    for var in sorted(environ):
+        if not var.startswith(ENV_PREFIX) or var in CLIENT_ENV_VARS or var == CONFIG_FILE_ENV:
+            continue
+        name = by_env.get(var)
+        if name is None:
+            problems.append(
+                f"environment variable {var}: unknown setting{_suggest(var, list(by_env))}"
+            )
+            continue
+        try:
+            values[name] = _parse_env(types[name], environ[var])
+        except ValueError as e:
+            failed.add(name)
+            problems.append(f"environment variable {var}: {name}: {e}")
+    return values, problems, failed
+
+
+def resolve_config(
+    flags: Mapping[str, Any] | argparse.Namespace | None = None,
+    environ: Mapping[str, str] | None = None,
+    config_file: str | None = None,
+) -> ResolvedConfig:
+    """Merge flags > environment > TOML file > defaults, and validate the result.
+
+    ``flags`` holds only the options given on the command line (field name ->
+    value; ``add_serve_arguments`` leaves the others out of its namespace).
+    ``config_file`` overrides ``EVENTROUTER_CONFIG``; ``environ`` defaults to
+    ``os.environ``.  Raises ``ConfigError`` listing every problem, each with
+    the source and the field it concerns.
+    """
+    given = dict(vars(flags) if isinstance(flags, argparse.Namespace) else (flags or {}))
+    environ = os.environ if environ is None else environ
+    flag_file = given.pop("config", None)
+    path = flag_file or config_file or environ.get(CONFIG_FILE_ENV) or None
+    types = _field_types()
+    problems: list[str] = []
+    unknown = sorted(set(given) - set(types))
+    if unknown:
+        raise TypeError(f"not configuration fields: {', '.join(unknown)}")
+
+    file_values: dict[str, Any] = {}
+    failed: set[str] = set()
+    if path:
+        file_values, file_problems, failed = load_toml(path)
+        problems += file_problems
+    env_values, env_problems, env_failed = _load_env(environ)
+    problems += env_problems
+    failed |= env_failed
+
+    defaults = ServerConfig()
+    values: dict[str, Any] = {}
+    sources: dict[str, Source] = {}
+    for name in types:
+        if name in given:
+            values[name], sources[name] = given[name], Source("flag", flag_name(name))
+        elif name in env_values:
+            values[name], sources[name] = env_values[name], Source("env", env_name(name))
+        elif name in file_values:
+            values[name], sources[name] = file_values[name], Source("file", str(path))
+        else:
+            values[name], sources[name] = getattr(defaults, name), DEFAULT_SOURCE
+    for problem in validate(values):
+        if failed.intersection(problem.fields):
+            # A value that did not parse is missing, its default stands in:
+            # checks that involve it would only add noise.
+            continue
+        if len(problem.fields) == 1:
+            name = problem.fields[0]
+            problems.append(f"{sources[name]}: {name}: {problem.message}")
+        else:
+            where = ", ".join(f"{n} ({sources[n]})" for n in problem.fields)
+            problems.append(f"{where}: {problem.message}")
+    if problems:
+        raise ConfigError(problems)
+    return ResolvedConfig(ServerConfig(**values), sources, str(path) if path else None)
+
+
+# ---------------------------------------------------------------------------
+# Command line
+# ---------------------------------------------------------------------------
+
+
 def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
+    """One flag per field, plus ``--config FILE``.
+
+    Flags that are not given stay out of the namespace (``SUPPRESS``), so the
+    environment and the TOML file can fill them in ``config_from_args``.
+    """
+    parser.add_argument(
+        "--config",
+        metavar="FILE",
+        default=argparse.SUPPRESS,
+        help=f"TOML file of settings (keys = field names; default: ${CONFIG_FILE_ENV})."
+        " Precedence: flag > EVENTROUTER_<FIELD> environment variable > file > default",
+    )
     defaults = ServerConfig()
     for f in fields(ServerConfig):
         default = getattr(defaults, f.name)
-        flag = "--" + f.name.replace("_", "-")
+        flag = flag_name(f.name)
+        tail = f"(default: {default!r}; env {env_name(f.name)})"
         if isinstance(default, bool):
-            parser.add_argument(flag, dest=f.name, action="store_true", help=_HELP[f.name])
+            parser.add_argument(
+                flag,
+                dest=f.name,
+                action=argparse.BooleanOptionalAction,
+                default=argparse.SUPPRESS,
+                help=f"{_HELP[f.name]} {tail}",
+            )
             continue
-        kind = type(default)
         parser.add_argument(
             flag,
             dest=f.name,
-            type=kind,
-            default=default,
-            help=f"{_HELP[f.name]} (default: {default!r})",
+            type=type(default),
+            default=argparse.SUPPRESS,
+            metavar=f.name.upper(),
+            help=f"{_HELP[f.name]} {tail}",
         )
 
 
-def config_from_args(args: argparse.Namespace) -> ServerConfig:
-    return ServerConfig(**{f.name: getattr(args, f.name) for f in fields(ServerConfig)})
+def config_from_args(
+    args: argparse.Namespace, environ: Mapping[str, str] | None = None
+) -> ServerConfig:
+    """The effective ``ServerConfig``; raises ``ConfigError`` (a ValueError) when wrong."""
+    return resolve_config(args, environ).config
+
+
+__all__ = [
+    "CONFIG_FILE_ENV",
+    "ConfigError",
+    "Problem",
+    "ResolvedConfig",
+    "ServerConfig",
+    "Source",
+    "add_serve_arguments",
+    "config_from_args",
+    "env_name",
+    "flag_name",
+    "resolve_config",
+    "validate",
+]

@@ -155,6 +155,7 @@ class EventRouterService:
                 subscriber,
             )
             expiry = self._schedule_expiry(connection, subscriber)
+            log.debug("stream opened", extra=_log_context(connection))
             try:
                 heartbeat_ms = self._heartbeat_ms(request.heartbeat_interval_ms)
                 opened_event = pb.StreamEvent(opened=self._opened(connection, opened, heartbeat_ms))
@@ -166,6 +167,7 @@ class EventRouterService:
                 del self._writers[connection.connection_id]
                 self.router.remove_connection(connection.user_id, connection)
                 self.broker.closed(connection)
+                log.debug("stream closed", extra=_log_context(connection))
         finally:
             handshake.done()
 
@@ -576,6 +578,10 @@ def _emit_labels(request: pb.EmitRequest, outcome: str) -> tuple[str, str, str]:
 
 def _outcome(error: RequestError) -> str:
     return "too_large" if isinstance(error, PayloadTooLarge) else "invalid"
+
+
+def _log_context(connection: ClientConnection) -> dict[str, str]:
+    return {"connection_id": connection.connection_id, "user_id": connection.user_id}
 
 
 def _peer_auth(context: Any) -> dict[str, list[bytes]]:

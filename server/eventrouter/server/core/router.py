@@ -315,7 +315,11 @@ class EventRouter:
         for connection in self.registry.select(user_id, target, skip):
             queue = connection.queue
             assert queue is not None
-            if queue.push_update(frame, offset):
+            # Making room for an update may drop pending ephemerals: count them.
+            dropped_before = queue.dropped_ephemeral
+            pushed = queue.push_update(frame, offset)
+            self.stats.ephemeral_dropped += queue.dropped_ephemeral - dropped_before
+            if pushed:
                 reached += 1
             elif queue.closure is not None and queue.closure.reason is CloseReason.TOO_SLOW:
                 # The queue just closed itself as too slow: stop routing to it.
@@ -333,10 +337,11 @@ class EventRouter:
         for connection in self.registry.select(user_id, target, skip):
             queue = connection.queue
             assert queue is not None
+            # Older ephemerals or this one may be dropped to keep the bound.
+            dropped_before = queue.dropped_ephemeral
             if queue.push_ephemeral(frame):
                 reached += 1
-            else:
-                self.stats.ephemeral_dropped += 1
+            self.stats.ephemeral_dropped += queue.dropped_ephemeral - dropped_before
         self.stats.ephemerals_emitted += 1
         self.stats.deliveries += reached
         return reached
