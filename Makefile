@@ -47,11 +47,30 @@ lint: $(STAMP)  ## ruff and mypy
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-test: $(STAMP) node-deps browser-deps lint  ## the whole suite: lint, types, tests
+test: $(STAMP) node-deps browser-deps redis-deps lint  ## the whole suite: lint, types, tests
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 clean:  ## remove the virtual environment and caches
 	rm -rf $(VENV) node_modules .pytest_cache .mypy_cache .ruff_cache build dist *.egg-info
+
+# --- long runs and system packages ---
+.PHONY: fuzz redis-deps
+
+fuzz: $(STAMP)  ## long Hypothesis fuzzing run against a live server (HYPOTHESIS_FUZZ_EXAMPLES, default 50000)
+	HYPOTHESIS_FUZZ_EXAMPLES=$${HYPOTHESIS_FUZZ_EXAMPLES:-50000} $(PY) -m pytest tests/security/test_fuzz.py -q --timeout=0
+
+# The broker and cluster tests start their own redis-server processes.  As root
+# it is installed from Debian's package here; otherwise the tests are skipped on
+# a user's machine (and fail under CI=true).
+redis-deps:  ## install Debian's redis-server for the broker and cluster tests
+	@if command -v redis-server >/dev/null 2>&1 && command -v redis-cli >/dev/null 2>&1; then \
+	  :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q redis-server; \
+	else \
+	  echo "redis-deps: redis-server is missing; run 'sudo apt-get install redis-server'" \
+	    "or the Redis tests are skipped"; \
+	fi
 
 # --- contract tooling ---
 .PHONY: proto-check docs

@@ -46,6 +46,15 @@ def update(i: int, session_id: str = "s1", prefix: str = "upd") -> events_pb2.Up
     )
 
 
+def big_update(i: int, size: int = 256 * 1024) -> events_pb2.UpdatePayload:
+    """A valid update of about ``size`` bytes (a new-message with a long content string)."""
+    payload = update(i)
+    payload.body.new_message.session_id = "s1"
+    payload.body.new_message.message.id = f"msg-{i}"
+    payload.body.new_message.message.content.string_value = "x" * size
+    return payload
+
+
 def ephemeral(machine_id: str = "m1", online: bool = True) -> events_pb2.EphemeralPayload:
     return events_pb2.EphemeralPayload(
         machine_status=events_pb2.MachineStatus(

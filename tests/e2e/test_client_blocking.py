@@ -28,6 +28,7 @@ from eventrouter.v1 import events_pb2
 from tests.e2e.client_helpers import (
     BlockingRpcCounter,
     ServerThread,
+    big_update,
     ephemeral,
     free_port,
     server_thread,
@@ -126,7 +127,11 @@ def test_too_slow_subscriber_reconnects_and_resumes_exactly_once() -> None:
         client_for(server, reconnect=FAST_RECONNECT) as client,
         client.subscribe(user_scope(), user_id="carol") as sub,
     ):
-        client.emit_batch([update_request("carol", update(i)) for i in range(40)])
+        # Nobody reads yet: ~10 MiB fill the transport's buffers (a few MiB),
+        # the writer blocks, the queue of 4 overflows and the stream is ended
+        # as too slow; reading then resumes without loss or duplicate.
+        for i in range(40):
+            client.emit_update("carol", big_update(i))
         wait_until_sync(lambda: server.connection_count("carol") == 0)
         events = take(sub, 40)
         assert [e.payload.id for e in events if isinstance(e, UpdateReceived)] == [

@@ -289,6 +289,14 @@ def validate(values: Mapping[str, Any]) -> list[Problem]:
             f"max_event_bytes ({v['max_event_bytes']}) must not exceed"
             f" max_request_bytes ({v['max_request_bytes']})",
         )
+    if "max_event_bytes" in v and "queue_max_bytes" in v:
+        # Otherwise one large update would close even an idle subscriber as "too slow".
+        check(
+            v["max_event_bytes"] <= v["queue_max_bytes"],
+            ("max_event_bytes", "queue_max_bytes"),
+            f"max_event_bytes ({v['max_event_bytes']}) must not exceed"
+            f" queue_max_bytes ({v['queue_max_bytes']})",
+        )
     if "log_level" in v:
         check(
             v["log_level"].lower() in LOG_LEVELS,

@@ -8,7 +8,10 @@ numbered, kept and queued to every recipient before its reply is sent.
 
 from __future__ import annotations
 
-from eventrouter.server.broker.base import Broker, ConnectionRecord, scope_label
+import asyncio
+from collections.abc import Sequence
+
+from eventrouter.server.broker.base import Broker, ConnectionRecord, EmitItem, scope_label
 from eventrouter.server.core.connections import ClientConnection
 from eventrouter.server.core.filters import RecipientFilter
 from eventrouter.server.core.router import EmitResult, OpenResult
@@ -36,6 +39,22 @@ class MemoryBroker(Broker):
         return self.router.accept_ephemeral(
             user_id, payload, recipient_filter, skip_connection_id, idempotency_key
         )
+
+    async def emit_many(self, items: Sequence[EmitItem]) -> list[EmitResult]:
+        """Apply a batch in order, letting stream writers drain when queues fill up.
+
+        A batch is applied without yielding, so without this a batch carrying
+        more events for a user than a queue holds would close even a subscriber
+        that reads promptly as "too slow".  Yielding only when some queue is
+        half full keeps small batches on the fast path.
+        """
+        results = []
+        for item in items:
+            results.append(await self._emit_one(item))
+            if self.router.crowded:
+                self.router.crowded = False
+                await asyncio.sleep(0)
+        return results
 
     async def open(
         self, connection: ClientConnection, resume_from: tuple[int, str] | None

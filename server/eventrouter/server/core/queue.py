@@ -200,6 +200,15 @@ class ConnectionQueue:
         """Events waiting to be written (backlog included)."""
         return len(self._pending) + len(self._backlog)
 
+    @property
+    def crowded(self) -> bool:
+        """Half full or more: its writer should get a turn before more is queued."""
+        limits = self.limits
+        return (
+            len(self._pending) * 2 >= limits.max_events
+            or self.pending_bytes * 2 >= limits.max_bytes
+        )
+
     def has_pending(self) -> bool:
         return bool(self._pending or self._backlog)
 

@@ -109,6 +109,9 @@ class EventRouter:
         self._recent: IdempotencyCache[EmitResult] = IdempotencyCache(
             self.limits.idempotency_window_s
         )
+        # Set when a delivery left some queue half full: a caller applying many
+        # emits in a row (a batch) should yield so that writers can drain.
+        self.crowded = False
         # Called with every connection the router unregisters itself (too slow, closed).
         self.on_connection_closed: Callable[[ClientConnection], None] | None = None
 
@@ -138,7 +141,10 @@ class EventRouter:
         self.register(connection)
         replayed = self.queue_replay(connection, entries)
         self.count_resume(status)
-        return OpenResult(status, failure, replayed, stream.head, stream.epoch)
+        # A resumed stream starts where the client asked: the replayed updates
+        # move it forward as they arrive, so resuming from here loses nothing.
+        offset = resume_from[0] if status is ResumeStatus.RESUMED and resume_from else stream.head
+        return OpenResult(status, failure, replayed, offset, stream.epoch)
 
     def register(self, connection: ClientConnection) -> None:
         """Add a connection to the index (no history involved), giving it a queue."""
@@ -321,6 +327,8 @@ class EventRouter:
             self.stats.ephemeral_dropped += queue.dropped_ephemeral - dropped_before
             if pushed:
                 reached += 1
+                if queue.crowded:
+                    self.crowded = True
             elif queue.closure is not None and queue.closure.reason is CloseReason.TOO_SLOW:
                 # The queue just closed itself as too slow: stop routing to it.
                 self.stats.closed_too_slow += 1
@@ -341,6 +349,8 @@ class EventRouter:
             dropped_before = queue.dropped_ephemeral
             if queue.push_ephemeral(frame):
                 reached += 1
+                if queue.crowded:
+                    self.crowded = True
             self.stats.ephemeral_dropped += queue.dropped_ephemeral - dropped_before
         self.stats.ephemerals_emitted += 1
         self.stats.deliveries += reached
