@@ -16,7 +16,7 @@ from types import SimpleNamespace
 import grpc
 import pytest
 
-from eventrouter.server import RouterServer
+from eventrouter.server import CloseReason, RouterServer, UserScopedConnection
 from eventrouter.server.core.stats import Histogram
 from eventrouter.v1 import router_service_pb2 as pb
 from eventrouter.v1 import router_service_pb2_grpc as pb_grpc
@@ -133,10 +133,12 @@ async def test_metrics_count_what_the_run_did(server: RouterServer) -> None:
         assert rejected.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         expected.emitted(invalid, "invalid")
 
-        # dave's queue is filled with updates in one batch (the in-memory broker
-        # applies a batch without yielding), so the ephemeral behind them finds
-        # no room and is dropped.
-        dave = await subscribe(stub, "dave", USER)
+        # dave never reads: his connection is registered in the router with no
+        # writer at all (a stalled consumer by construction, where a real one
+        # would first fill the transport's buffers). His queue fills with
+        # updates, so the ephemeral behind them finds no room and is dropped.
+        dave = UserScopedConnection("dave")
+        server.router.register(dave)
         batch = [update_request("dave", f"d-{i}") for i in range(QUEUE_MAX_EVENTS)]
         batch.append(ephemeral_request("dave", "d-e"))
         results = (await stub.EmitBatch(pb.EmitBatchRequest(emits=batch))).results
@@ -144,15 +146,19 @@ async def test_metrics_count_what_the_run_did(server: RouterServer) -> None:
         for request, result in zip(batch, results, strict=True):
             expected.emitted(request, "ok", result.reached)
 
-        # sam gets one update more than his queue holds: closed as too slow.
-        sam = await subscribe(stub, "sam", USER)
+        # sam, stalled the same way, gets one update more than his queue holds:
+        # closed as too slow and unregistered.
+        sam = UserScopedConnection("sam")
+        server.router.register(sam)
         batch = [update_request("sam", f"s-{i}") for i in range(QUEUE_MAX_EVENTS + 1)]
         results = (await stub.EmitBatch(pb.EmitBatchRequest(emits=batch))).results
         assert [r.reached for r in results] == [1] * QUEUE_MAX_EVENTS + [0]
         for request, result in zip(batch, results, strict=True):
             expected.emitted(request, "ok", result.reached)
-        status = await sam.read_until_status()
-        assert status.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert sam.queue is not None
+        assert sam.queue.closure is not None
+        assert sam.queue.closure.reason is CloseReason.TOO_SLOW
+        assert server.router.registry.get(sam.connection_id) is None
 
         # rita resumes twice: once from a real position, once from a wrong epoch.
         positions = []
@@ -174,17 +180,21 @@ async def test_metrics_count_what_the_run_did(server: RouterServer) -> None:
         expected.emitted(marker, "ok", response.reached)
         for reader in alice:
             await reader.read_until("end")
-        await dave.read_until(f"d-{QUEUE_MAX_EVENTS - 1}")
         await resumed.read_until("r-1")
         await wait_until(
             lambda: all(
-                c.queue is None or c.queue.depth == 0 for c in server.router.registry.all()
+                c.queue is None or c.queue.depth == 0
+                for c in server.router.registry.all()
+                if c is not dave
             ),
-            what="every queue drained",
+            what="every stream's queue drained",
         )
 
         samples = await scrape(server.ops.metrics_port)
-        _close(*alice, dave, resumed, failed)
+        assert dave.queue is not None
+        dave_pending_bytes = dave.queue.pending_bytes
+        _close(*alice, resumed, failed)
+        server.router.remove_connection("dave", dave)
 
     assert value(samples, "eventrouter_node_info", node_id=server.router.node_id) == 1
     assert value(samples, "eventrouter_healthy") == 1
@@ -219,12 +229,12 @@ async def test_metrics_count_what_the_run_did(server: RouterServer) -> None:
     assert family(samples, "eventrouter_limit_rejections_total") == {
         frozenset({("kind", "streams_per_user")}): 1
     }
-    # Queue depths now: eight open streams, all drained.
-    assert value(samples, "eventrouter_queue_depth_bucket", le="0.0") == 8
+    # Queue depths now: eight open streams, all drained but dave's (full).
+    assert value(samples, "eventrouter_queue_depth_bucket", le="0.0") == 7
     assert value(samples, "eventrouter_queue_depth_bucket", le="+Inf") == 8
     assert value(samples, "eventrouter_queue_depth_gcount") == 8
-    assert value(samples, "eventrouter_queue_depth_gsum") == 0
-    assert value(samples, "eventrouter_queue_pending_bytes") == 0
+    assert value(samples, "eventrouter_queue_depth_gsum") == QUEUE_MAX_EVENTS
+    assert value(samples, "eventrouter_queue_pending_bytes") == dave_pending_bytes > 0
     # One latency observation per stream write: at least one, at most one per frame.
     buckets = family(samples, "eventrouter_emit_to_write_seconds_bucket")
     counts = [v for _, v in sorted((float(dict(k)["le"]), v) for k, v in buckets.items())]
@@ -295,14 +305,14 @@ async def test_evicted_ephemerals_count_as_drops(server: RouterServer) -> None:
     assert server.ops.metrics_port
     async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
         stub = pb_grpc.EventRouterServiceStub(channel)
-        reader = await subscribe(stub, "erin", USER)
-        # One batch, applied without yielding: the last ephemeral evicts the first.
+        # erin never reads (registered with no writer): the last ephemeral
+        # evicts the first one to make room.
+        connection = UserScopedConnection("erin")
+        server.router.register(connection)
         batch = [ephemeral_request("erin", f"e-{i}") for i in range(QUEUE_MAX_EVENTS + 1)]
         await stub.EmitBatch(pb.EmitBatchRequest(emits=batch))
-        connection = server.router.registry.get(reader.connection_id)
-        assert connection is not None
         assert connection.queue is not None
         assert connection.queue.dropped_ephemeral == 1
         samples = await scrape(server.ops.metrics_port)
-        reader.cancel()
+        server.router.remove_connection("erin", connection)
     assert value(samples, "eventrouter_drops_total", reason="ephemeral_dropped") == 1
