@@ -21,40 +21,25 @@ from eventrouter.server import RouterServer
 from eventrouter.v1 import router_service_pb2 as pb
 from eventrouter.v1 import router_service_pb2_grpc as pb_grpc
 from tests.support.model import (
+    MATRIX_FILTERS,
+    MATRIX_SCOPES,
+    MATRIX_SPEC,
     USER,
     Delivered,
     Filter,
     RoutingModel,
-    Scope,
     StreamReader,
     connection_ids,
     ephemeral_request,
     joined,
-    machine,
     scope_of_proto,
-    session,
     subscribe,
     update_request,
     wait_until,
 )
 from tests.support.servers import running_server
 
-SCOPES: list[Scope] = [USER, session("s1"), session("s2"), machine("m1"), machine("m2")]
-FILTERS: list[Filter] = [
-    Filter("all"),
-    Filter("user_scoped_only"),
-    Filter("interested_in_session", "s1"),
-    Filter("machine_scoped_only", "m1"),
-    Filter("machine_only", "m1"),
-]
-# GUIDE.md's table for these five scopes.
-SPEC: dict[str, set[str]] = {
-    "all": {"user", "session:s1", "session:s2", "machine:m1", "machine:m2"},
-    "user_scoped_only": {"user"},
-    "interested_in_session": {"user", "session:s1"},
-    "machine_scoped_only": {"user", "machine:m1"},
-    "machine_only": {"machine:m1"},
-}
+SCOPES, FILTERS, SPEC = MATRIX_SCOPES, MATRIX_FILTERS, MATRIX_SPEC
 
 
 class Markers:

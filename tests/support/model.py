@@ -487,3 +487,23 @@ async def connection_ids(stub: Any, user_id: str) -> list[str]:
 def joined(events: Iterable[Delivered]) -> list[str]:
     """Compact rendering for assertion messages."""
     return [f"{d.kind[0]}:{d.event_id}@{d.offset}" for d in events]
+
+
+# The matrix both routing suites check: five connections of one user, the five
+# filters (with s1/m1 as their ids), and GUIDE.md's table written out for them
+# by hand — who receives each filter.
+MATRIX_SCOPES: list[Scope] = [USER, session("s1"), session("s2"), machine("m1"), machine("m2")]
+MATRIX_FILTERS: list[Filter] = [
+    Filter("all"),
+    Filter("user_scoped_only"),
+    Filter("interested_in_session", "s1"),
+    Filter("machine_scoped_only", "m1"),
+    Filter("machine_only", "m1"),
+]
+MATRIX_SPEC: dict[str, set[str]] = {
+    "all": {"user", "session:s1", "session:s2", "machine:m1", "machine:m2"},
+    "user_scoped_only": {"user"},
+    "interested_in_session": {"user", "session:s1"},
+    "machine_scoped_only": {"user", "machine:m1"},
+    "machine_only": {"machine:m1"},
+}

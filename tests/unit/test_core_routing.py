@@ -21,6 +21,9 @@ from eventrouter.server.core.queue import ConnectionQueue
 from eventrouter.server.core.router import EventRouter, ResumeStatus
 from eventrouter.v1 import router_service_pb2 as pb
 from tests.support.model import (
+    MATRIX_FILTERS,
+    MATRIX_SCOPES,
+    MATRIX_SPEC,
     USER,
     Delivered,
     Filter,
@@ -37,22 +40,7 @@ from tests.support.model import (
     update_payload,
 )
 
-SCOPES: list[Scope] = [USER, session("s1"), session("s2"), machine("m1"), machine("m2")]
-FILTERS: list[Filter] = [
-    Filter("all"),
-    Filter("user_scoped_only"),
-    Filter("interested_in_session", "s1"),
-    Filter("machine_scoped_only", "m1"),
-    Filter("machine_only", "m1"),
-]
-# GUIDE.md's table written out for these five connections: who receives each filter.
-SPEC: dict[str, set[str]] = {
-    "all": {"user", "session:s1", "session:s2", "machine:m1", "machine:m2"},
-    "user_scoped_only": {"user"},
-    "interested_in_session": {"user", "session:s1"},
-    "machine_scoped_only": {"user", "machine:m1"},
-    "machine_only": {"machine:m1"},
-}
+SCOPES, FILTERS, SPEC = MATRIX_SCOPES, MATRIX_FILTERS, MATRIX_SPEC
 
 
 def take(connection: ClientConnection) -> list[Delivered]:

@@ -135,6 +135,7 @@ class EventRouterService:
             self.limits.emit_rate_per_service, self.limits.emit_burst_per_service
         )
         router.on_connection_closed = self._interrupt_blocked_writer
+        broker.disconnect_locally = self._disconnect_locally
 
     # -- Subscribe -------------------------------------------------------
 
@@ -421,19 +422,36 @@ class EventRouterService:
             targets = self._disconnect_targets(request)
         except RequestError as e:
             await self._abort_request(context, e)
+        ended = self._disconnect_locally(request, targets)
+        try:
+            # Other nodes apply it too (a no-op for a single node).
+            await self.broker.broadcast_disconnect(request)
+        except BrokerUnavailable as e:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, f"broker unavailable: {e}")
+        log.info(
+            "disconnect by %s: %s ended %d streams on this node",
+            service,
+            request.WhichOneof("selector"),
+            ended,
+        )
+        return pb.DisconnectResponse(disconnected=ended)
+
+    def _disconnect_locally(
+        self, request: pb.DisconnectRequest, targets: list[ClientConnection] | None = None
+    ) -> int:
+        """End this node's streams the request selects; the broker calls it for other nodes'."""
+        if targets is None:
+            try:
+                targets = self._disconnect_targets(request)
+            except RequestError:
+                return 0
         if request.revoke and request.WhichOneof("selector") == "token_id":
             self.auth.revoke(request.token_id)
         reason = CloseReason.REVOKED if request.revoke else CloseReason.DISCONNECTED
         message = "disconnected by the service" + (f": {request.reason}" if request.reason else "")
         for connection in targets:
             self.router.close_connection(connection, reason, message)
-        log.info(
-            "disconnect by %s: %s ended %d streams",
-            service,
-            request.WhichOneof("selector"),
-            len(targets),
-        )
-        return pb.DisconnectResponse(disconnected=len(targets))
+        return len(targets)
 
     def _disconnect_targets(self, request: pb.DisconnectRequest) -> list[ClientConnection]:
         ids = self.router.limits.ids

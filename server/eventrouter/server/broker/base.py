@@ -15,13 +15,13 @@ is partitioned from the broker resumes through history, never silently.
 from __future__ import annotations
 
 import abc
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from eventrouter.server.core.connections import ClientConnection
 from eventrouter.server.core.filters import RecipientFilter
 from eventrouter.server.core.router import EmitResult, EventRouter, OpenResult
-from eventrouter.v1 import events_pb2
+from eventrouter.v1 import events_pb2, router_service_pb2
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +53,11 @@ class BrokerUnavailable(Exception):
 
 class Broker(abc.ABC):
     """Accepts emits, carries them between nodes, keeps history and presence."""
+
+    # Set by the service: ends this node's streams a Disconnect selects (revoking
+    # its token when asked) and returns how many.  A broker spanning nodes calls it
+    # for the Disconnects other nodes broadcast.
+    disconnect_locally: Callable[[router_service_pb2.DisconnectRequest], int] | None = None
 
     def __init__(self, router: EventRouter) -> None:
         self.router = router
@@ -92,22 +97,20 @@ class Broker(abc.ABC):
 
     async def emit_many(self, items: Sequence[EmitItem]) -> list[EmitResult]:
         """Accept emits in order (a broker may pipeline them); one result each."""
-        results = []
-        for item in items:
-            if isinstance(item.payload, events_pb2.UpdatePayload):
-                result = await self.emit_update(
-                    item.user_id, item.payload, item.recipient_filter, item.skip_connection_id
-                )
-            else:
-                result = await self.emit_ephemeral(
-                    item.user_id,
-                    item.payload,
-                    item.recipient_filter,
-                    item.skip_connection_id,
-                    item.idempotency_key,
-                )
-            results.append(result)
-        return results
+        return [await self._emit_one(item) for item in items]
+
+    async def _emit_one(self, item: EmitItem) -> EmitResult:
+        if isinstance(item.payload, events_pb2.UpdatePayload):
+            return await self.emit_update(
+                item.user_id, item.payload, item.recipient_filter, item.skip_connection_id
+            )
+        return await self.emit_ephemeral(
+            item.user_id,
+            item.payload,
+            item.recipient_filter,
+            item.skip_connection_id,
+            item.idempotency_key,
+        )
 
     @abc.abstractmethod
     async def open(
@@ -122,6 +125,14 @@ class Broker(abc.ABC):
     @abc.abstractmethod
     async def connections(self, user_id: str) -> list[ConnectionRecord]:
         """The user's open connections on every node, oldest first."""
+
+    async def broadcast_disconnect(self, request: router_service_pb2.DisconnectRequest) -> None:
+        """Have every other node apply a Disconnect this node already applied (one node: no-op).
+
+        Raises BrokerUnavailable when it could not be sent: the caller should
+        report UNAVAILABLE, so the service retries (Disconnect is idempotent).
+        """
+        return None
 
 
 def scope_label(connection: ClientConnection) -> str:

@@ -1,0 +1,353 @@
+"""What the Redis broker keeps in Redis, and the Lua scripts that change it.
+
+Every key of one user carries the same hash tag, so in a Redis Cluster they
+live on one slot and one script can touch them all atomically::
+
+    <prefix>:{<user>}:epoch   the stream's epoch (random, set once; gone = history lost)
+    <prefix>:{<user>}:head    last offset handed out (INCR)
+    <prefix>:{<user>}:log     a Stream: entry "<offset>-0" = {p: payload, r: route, t: stored ms}
+    <prefix>:{<user>}:conns   presence: "c:<connection>" -> node, scope, opened ms;
+                              "n:<node>" -> until when (Redis ms) that node's entries count
+    <prefix>:{<user>}:idem:<u|e>:<key>   result of an emit, for the idempotency window
+    <prefix>:{<user>}:ch      the sharded pub/sub channel every emit is published on
+
+A user id containing ``{`` or ``}`` (or starting with ``%``) is hex-encoded
+behind ``%`` so it cannot escape its tag.  The control stream (cluster-wide
+Disconnect) uses the tag ``%ctl``, which no encoded user id can produce.
+
+A *route* is the recipient filter and skipped connection in a compact form,
+``<kind>\\n<id>\\n<skip>`` (ids never hold whitespace): the same string is kept in
+the log, sent with the live message and matched by the emit script against
+presence to count ``reached``.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+
+from eventrouter.server.core.filters import (
+    ALL_CONNECTIONS,
+    AllInterestedInSession,
+    AllUserAuthenticatedConnections,
+    MachineOnly,
+    MachineScopedOnly,
+    RecipientFilter,
+    UserScopedOnly,
+)
+
+CONTROL_TAG = "%ctl"
+
+
+def user_tag(user_id: str) -> str:
+    if "{" in user_id or "}" in user_id or user_id.startswith("%"):
+        return "%" + user_id.encode().hex()
+    return user_id
+
+
+class StreamKeys:
+    """The keys and channel of one user's stream (or of the control stream)."""
+
+    __slots__ = ("base", "channel", "conns", "epoch", "head", "log")
+
+    def __init__(self, prefix: str, tag: str) -> None:
+        self.base = base = f"{prefix}:{{{tag}}}"
+        self.epoch = base + ":epoch"
+        self.head = base + ":head"
+        self.log = base + ":log"
+        self.conns = base + ":conns"
+        self.channel = (base + ":ch").encode()
+
+    def idem(self, kind: str, key: str) -> str:
+        # Long keys are hashed: a caller cannot make us store megabyte key names.
+        name = "#" + hashlib.sha256(key.encode()).hexdigest() if len(key) > 128 else "=" + key
+        return f"{self.base}:idem:{kind}:{name}"
+
+
+# -- routes ------------------------------------------------------------------
+
+
+def encode_route(target: RecipientFilter, skip: str | None) -> bytes:
+    match target:
+        case AllUserAuthenticatedConnections():
+            kind, ident = "a", ""
+        case UserScopedOnly():
+            kind, ident = "u", ""
+        case AllInterestedInSession(session_id=ident):
+            kind = "s"
+        case MachineScopedOnly(machine_id=ident):
+            kind = "m"
+        case MachineOnly(machine_id=ident):
+            kind = "o"
+    return f"{kind}\n{ident}\n{skip or ''}".encode()
+
+
+@functools.lru_cache(maxsize=4096)
+def decode_route(route: bytes) -> tuple[RecipientFilter, str | None]:
+    kind, ident, skip = route.decode().split("\n", 2)
+    target: RecipientFilter
+    if kind == "a":
+        target = ALL_CONNECTIONS
+    elif kind == "u":
+        target = UserScopedOnly()
+    elif kind == "s":
+        target = AllInterestedInSession(ident)
+    elif kind == "m":
+        target = MachineScopedOnly(ident)
+    elif kind == "o":
+        target = MachineOnly(ident)
+    else:
+        raise ValueError(f"unknown route kind {kind!r}")
+    return target, skip or None
+
+
+# -- live messages -------------------------------------------------------------
+
+
+class LiveUpdate:
+    __slots__ = ("epoch", "offset", "payload", "route")
+
+    def __init__(self, offset: int, epoch: str, route: bytes, payload: bytes) -> None:
+        self.offset = offset
+        self.epoch = epoch
+        self.route = route
+        self.payload = payload
+
+
+class LiveEphemeral:
+    __slots__ = ("payload", "route")
+
+    def __init__(self, route: bytes, payload: bytes) -> None:
+        self.route = route
+        self.payload = payload
+
+
+def parse_message(data: bytes) -> LiveUpdate | LiveEphemeral:
+    """``u<offset>:<epoch>:<route len>:<route><payload>`` or ``e<route len>:<route><payload>``."""
+    if data[:1] == b"u":
+        a = data.index(b":", 1)
+        b = data.index(b":", a + 1)
+        c = data.index(b":", b + 1)
+        end = c + 1 + int(data[b + 1 : c])
+        return LiveUpdate(int(data[1:a]), data[a + 1 : b].decode(), data[c + 1 : end], data[end:])
+    if data[:1] == b"e":
+        a = data.index(b":", 1)
+        end = a + 1 + int(data[1:a])
+        return LiveEphemeral(data[a + 1 : end], data[end:])
+    raise ValueError(f"unknown message kind {data[:1]!r}")
+
+
+# -- scripts -----------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=16)
+def script_sha(script: str) -> str:
+    """What EVALSHA calls a script by."""
+    return hashlib.sha1(script.encode()).hexdigest()
+
+
+_NOW = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+"""
+
+# Ensures the epoch exists; a missing epoch or head means the stream's history
+# is gone (expired, evicted or Redis lost its data): start a new epoch, so a
+# resume from the old one fails with EPOCH_CHANGED instead of skipping a hole.
+_ENSURE_EPOCH = """
+local function ensure_epoch(candidate)
+  local epoch = redis.call('GET', KEYS[1])
+  if epoch and redis.call('EXISTS', KEYS[2]) == 1 then return epoch end
+  redis.call('SET', KEYS[1], candidate)
+  redis.call('SET', KEYS[2], 0)
+  redis.call('DEL', KEYS[3])
+  return candidate
+end
+"""
+
+# KEYS: epoch, head, log, conns, channel, idempotency keys...
+# ARGV: candidate epoch, max updates, history ttl ms (0 = none), idempotency window ms,
+#       item count, then per item: kind (u|e), idempotency key index (0 = none), route, payload
+# Returns per item "<duplicate 0|1>\n<reached>\n<offset>\n<epoch>".
+EMIT = (
+    _NOW
+    + _ENSURE_EPOCH
+    + """
+local max_updates, ttl = tonumber(ARGV[2]), tonumber(ARGV[3])
+local window, n = tonumber(ARGV[4]), tonumber(ARGV[5])
+local live = nil
+local function load_presence()
+  local raw = redis.call('HGETALL', KEYS[4])
+  local nodes, conns = {}, {}
+  for i = 1, #raw, 2 do
+    local kind = string.sub(raw[i], 1, 2)
+    if kind == 'n:' then
+      if tonumber(raw[i + 1]) >= now then nodes[string.sub(raw[i], 3)] = true end
+    elseif kind == 'c:' then
+      conns[#conns + 1] = {string.sub(raw[i], 3), raw[i + 1]}
+    end
+  end
+  local out = {}
+  for _, c in ipairs(conns) do
+    local a = string.find(c[2], '\\n', 1, true)
+    local b = string.find(c[2], '\\n', a + 1, true)
+    if nodes[string.sub(c[2], 1, a - 1)] then
+      out[#out + 1] = {c[1], string.sub(c[2], a + 1, b - 1)}
+    end
+  end
+  return out
+end
+local function count(route)
+  local a = string.find(route, '\\n', 1, true)
+  local b = string.find(route, '\\n', a + 1, true)
+  local kind, id = string.sub(route, 1, a - 1), string.sub(route, a + 1, b - 1)
+  local skip = string.sub(route, b + 1)
+  local reached = 0
+  for _, c in ipairs(live) do
+    local scope, ok = c[2], false
+    if kind == 'a' then ok = true
+    elseif kind == 'u' then ok = scope == 'user'
+    elseif kind == 's' then ok = scope == 'user' or scope == 'session:' .. id
+    elseif kind == 'm' then ok = scope == 'user' or scope == 'machine:' .. id
+    elseif kind == 'o' then ok = scope == 'machine:' .. id
+    end
+    if ok and c[1] ~= skip then reached = reached + 1 end
+  end
+  return reached
+end
+local epoch = nil
+local results = {}
+for i = 0, n - 1 do
+  local kind, idem = ARGV[6 + 4 * i], tonumber(ARGV[7 + 4 * i])
+  local route, payload = ARGV[8 + 4 * i], ARGV[9 + 4 * i]
+  local idem_key = nil
+  if idem > 0 and window > 0 then idem_key = KEYS[5 + idem] end
+  local earlier = idem_key and redis.call('GET', idem_key)
+  if earlier then
+    results[#results + 1] = '1\\n' .. earlier
+  else
+    if live == nil then live = load_presence() end
+    local stored
+    if kind == 'u' then
+      if epoch == nil then epoch = ensure_epoch(ARGV[1]) end
+      local offset = redis.call('INCR', KEYS[2])
+      if max_updates > 0 then
+        redis.call('XADD', KEYS[3], 'MAXLEN', '~', max_updates, offset .. '-0',
+          'p', payload, 'r', route, 't', now)
+      end
+      redis.call('SPUBLISH', KEYS[5],
+        'u' .. offset .. ':' .. epoch .. ':' .. #route .. ':' .. route .. payload)
+      stored = count(route) .. '\\n' .. offset .. '\\n' .. epoch
+    else
+      redis.call('SPUBLISH', KEYS[5], 'e' .. #route .. ':' .. route .. payload)
+      stored = count(route) .. '\\n0\\n'
+    end
+    if idem_key then redis.call('SET', idem_key, stored, 'PX', window) end
+    results[#results + 1] = '0\\n' .. stored
+  end
+end
+if epoch ~= nil and ttl > 0 then
+  redis.call('PEXPIRE', KEYS[1], ttl)
+  redis.call('PEXPIRE', KEYS[2], ttl)
+  redis.call('PEXPIRE', KEYS[3], ttl)
+end
+return results
+"""
+)
+
+# Opening a connection: ensure the epoch, record presence, read the position
+# and (resuming) the log after it, all at one instant.
+# KEYS: epoch, head, log, conns
+# ARGV: candidate epoch, history ttl ms (0 = none), connection field ("" = no presence),
+#       connection value, node field, presence ttl ms, resume offset (-1 = none)
+# Returns {epoch, head, now ms, entries}.
+OPEN = (
+    _NOW
+    + _ENSURE_EPOCH
+    + """
+local epoch = ensure_epoch(ARGV[1])
+local head = tonumber(redis.call('GET', KEYS[2]))
+local ttl, presence_ttl = tonumber(ARGV[2]), tonumber(ARGV[6])
+if ttl > 0 then
+  redis.call('PEXPIRE', KEYS[1], ttl)
+  redis.call('PEXPIRE', KEYS[2], ttl)
+end
+if ARGV[3] ~= '' then
+  redis.call('HSET', KEYS[4], ARGV[3], ARGV[4], ARGV[5], now + presence_ttl)
+  redis.call('PEXPIRE', KEYS[4], presence_ttl)
+end
+local after = tonumber(ARGV[7])
+local entries = {}
+if after >= 0 and after < head then
+  entries = redis.call('XRANGE', KEYS[3], (after + 1) .. '-0', '+', 'COUNT', head - after)
+end
+return {epoch, head, now, entries}
+"""
+)
+
+# Reading the log after an offset, changing nothing (recovery, gap fill).
+# KEYS: epoch, head, log   ARGV: after offset
+# Returns {epoch or "" (history gone), head, now ms, entries}.
+READ = (
+    _NOW
+    + """
+local epoch = redis.call('GET', KEYS[1]) or ''
+local head = tonumber(redis.call('GET', KEYS[2]) or '0')
+local after = tonumber(ARGV[1])
+local entries = {}
+if epoch ~= '' and after < head then
+  entries = redis.call('XRANGE', KEYS[3], (after + 1) .. '-0', '+', 'COUNT', head - after)
+end
+return {epoch, head, now, entries}
+"""
+)
+
+# This node still holds these connections of the user: (re)announce them, say
+# the node is alive until now + ttl, and keep the user's stream alive.  Nothing
+# is deleted here (a refresh racing an open must not hide it); closed
+# connections are removed by HDEL, retried until it succeeds.
+# KEYS: conns, epoch, head   ARGV: node, presence ttl ms, history ttl ms, field, value, ...
+REFRESH = (
+    _NOW
+    + """
+local node, presence_ttl, ttl = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+if #ARGV >= 5 then redis.call('HSET', KEYS[1], unpack(ARGV, 4)) end
+redis.call('HSET', KEYS[1], 'n:' .. node, now + presence_ttl)
+redis.call('PEXPIRE', KEYS[1], presence_ttl)
+if ttl > 0 then
+  redis.call('PEXPIRE', KEYS[2], ttl)
+  redis.call('PEXPIRE', KEYS[3], ttl)
+end
+return 1
+"""
+)
+
+# A user's connections on every live node; entries of expired nodes are removed.
+# KEYS: conns   Returns {field, value, ...} of the live ones.
+PRESENCE = (
+    _NOW
+    + """
+local raw = redis.call('HGETALL', KEYS[1])
+local live, dead = {}, {}
+for i = 1, #raw, 2 do
+  if string.sub(raw[i], 1, 2) == 'n:' then
+    if tonumber(raw[i + 1]) >= now then live[string.sub(raw[i], 3)] = true
+    else dead[#dead + 1] = raw[i] end
+  end
+end
+local out = {}
+for i = 1, #raw, 2 do
+  if string.sub(raw[i], 1, 2) == 'c:' then
+    local a = string.find(raw[i + 1], '\\n', 1, true)
+    if live[string.sub(raw[i + 1], 1, a - 1)] then
+      out[#out + 1] = raw[i]
+      out[#out + 1] = raw[i + 1]
+    else
+      dead[#dead + 1] = raw[i]
+    end
+  end
+end
+if #dead > 0 then redis.call('HDEL', KEYS[1], unpack(dead)) end
+return out
+"""
+)
