@@ -46,6 +46,7 @@ from eventrouter.server.security.tokens import (
 from eventrouter.v1 import events_pb2
 from tests.e2e.client_helpers import (
     RpcCounter,
+    big_update,
     ephemeral,
     free_port,
     server_on_port,
@@ -254,9 +255,10 @@ async def test_too_slow_subscriber_reconnects_and_resumes_exactly_once() -> None
         client.subscribe(user_scope(), user_id="hank") as sub,
     ):
         first_connection = sub.connection_id
-        # The reader is paused: 50 updates land in a queue of 4 at once,
-        # and the router ends the stream with RESOURCE_EXHAUSTED.
-        sent = await client.emit_batch([update_request("hank", update(i)) for i in range(50)])
+        # The reader is paused: ~12 MiB fill the transport's buffers, the
+        # writer blocks, the queue of 4 overflows and the router ends the
+        # stream with RESOURCE_EXHAUSTED.
+        sent = await client.emit_batch([update_request("hank", big_update(i)) for i in range(50)])
         assert [r.position.offset for r in sent] == list(range(1, 51))
         await wait_until(lambda: not server.router.get_connections("hank"))
 
