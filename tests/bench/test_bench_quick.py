@@ -1,0 +1,98 @@
+"""Smoke test of the benchmark: ``bench/run.py --quick`` must route without loss.
+
+It starts real servers and load generators as subprocesses at tiny sizes and
+asserts only what does not depend on the machine: every delivery the routing
+rule calls for arrived, exactly once, nowhere else, and no emit failed.
+Timings are the benchmark's business (``make bench``), never a test's.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import require_tool
+
+ROOT = Path(__file__).resolve().parents[2]
+RUN = ROOT / "bench" / "run.py"
+PEER = ROOT / "bench" / "peers" / "socketio"
+RUN_TIMEOUT_S = 100.0
+NPM_TIMEOUT_S = 180.0
+
+pytestmark = pytest.mark.timeout(300)
+
+
+def run_quick(out: Path, targets: str, workloads: str) -> dict[str, Any]:
+    args = ["--quick", "--out", str(out), "--targets", targets, "--workloads", workloads]
+    proc = subprocess.run(
+        [sys.executable, str(RUN), *args],
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT_S,
+        cwd=ROOT,
+        check=False,
+    )
+    latest = out / "latest.json"
+    assert latest.exists(), f"no results (exit {proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
+    document: dict[str, Any] = json.loads(latest.read_text())
+    return document
+
+
+def assert_exactly_once(document: dict[str, Any], targets: set[str], workloads: set[str]) -> None:
+    runs = document["runs"]
+    seen = {(r["workload"], r["mode"], r["target"]) for r in runs}
+    for workload in workloads:
+        for mode in ("emit", "batch"):
+            for target in targets:
+                assert (workload, mode, target) in seen, f"{workload}/{mode}/{target} did not run"
+    for r in runs:
+        name = f"{r['workload']}/{r['mode']}/{r['target']}"
+        assert r["error"] == "", f"{name}: {r['error']}"
+        assert r["lost"] == 0, f"{name}: lost {r['lost']}"
+        assert r["duplicated"] == 0, f"{name}: duplicated {r['duplicated']}"
+        assert r["misrouted"] == 0, f"{name}: misrouted {r['misrouted']}"
+        assert r["producer_errors"] == 0, f"{name}: {r['first_producer_errors']}"
+        assert r["stream_errors"] == 0, f"{name}: {r['first_stream_errors']}"
+        assert r["deliveries"] == r["expected"] > 0, name
+
+
+def test_eventrouter_and_bare_ceiling_deliver_exactly_once(tmp_path: Path) -> None:
+    workloads = {"W1", "W2", "W4"}
+    if shutil.which("redis-server"):
+        workloads.add("W5")  # the same many-users shape over two nodes sharing Redis
+    document = run_quick(tmp_path, "eventrouter,bare", ",".join(sorted(workloads)))
+    bare = {"W1", "W2", "W4"}
+    assert_exactly_once(document, {"eventrouter"}, workloads)
+    assert_exactly_once(document, {"bare"}, bare)
+    assert (tmp_path / "latest.md").read_text().startswith("# eventrouter benchmark")
+
+
+@pytest.fixture
+def socketio_peer() -> None:
+    """The peer's npm packages (`make bench` installs them; installed here when missing)."""
+    installed = PEER / "node_modules" / "socket.io"
+    npm = shutil.which("npm")
+    if not installed.is_dir() and npm is not None and shutil.which("node") is not None:
+        subprocess.run(
+            [npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"],
+            cwd=PEER,
+            capture_output=True,
+            timeout=NPM_TIMEOUT_S,
+            check=False,
+        )
+    require_tool(
+        installed.is_dir() and shutil.which("node") is not None,
+        "node and bench/peers/socketio/node_modules (make bench)",
+    )
+
+
+@pytest.mark.usefixtures("socketio_peer")
+def test_socketio_peer_delivers_exactly_once(tmp_path: Path) -> None:
+    document = run_quick(tmp_path, "socketio", "W1,W2,W4")
+    assert_exactly_once(document, {"socketio"}, {"W1", "W2", "W4"})
