@@ -8,7 +8,6 @@ numbered, kept and queued to every recipient before its reply is sent.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 
 from eventrouter.server.broker.base import Broker, ConnectionRecord, EmitItem, scope_label
@@ -52,8 +51,7 @@ class MemoryBroker(Broker):
         for item in items:
             results.append(await self._emit_one(item))
             if self.router.crowded:
-                self.router.crowded = False
-                await asyncio.sleep(0)
+                await self.router.let_writers_drain()
         return results
 
     async def open(

@@ -449,8 +449,7 @@ class RedisBroker(WatchDelivery, Broker):
         if pending is None and self.router.crowded:
             # Some queue is half full: let its writer drain before the next
             # message of a burst (the subscriber reads without yielding otherwise).
-            self.router.crowded = False
-            return asyncio.sleep(0)
+            return self.router.let_writers_drain()
         return pending
 
     def __repr__(self) -> str:

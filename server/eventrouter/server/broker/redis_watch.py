@@ -26,7 +26,6 @@ might have been one a missed Disconnect selected.
 from __future__ import annotations
 
 import abc
-import asyncio
 import logging
 from collections import deque
 from collections.abc import Awaitable, Sequence
@@ -317,8 +316,7 @@ class WatchDelivery(abc.ABC):
             for entry in missing:
                 self._deliver(watch, entry.offset, reply.epoch, entry.route, entry.payload)
                 if self.router.crowded:  # let writers drain during a long catch-up
-                    self.router.crowded = False
-                    await asyncio.sleep(0)
+                    await self.router.let_writers_drain()
             watch.last = max(after, reply.head)
 
     def _recovery_failed(self, watch: Watch) -> None:

@@ -64,6 +64,7 @@ class ConnectionQueue:
 
     __slots__ = (
         "_backlog",
+        "_drained",
         "_pending",
         "_wakeup",
         "closure",
@@ -82,6 +83,8 @@ class ConnectionQueue:
         self._pending: deque[tuple[int, bytes]] = deque()
         self._backlog: deque[bytes] = deque()
         self._wakeup = asyncio.Event()
+        # Created on first use: set whenever the writer takes frames.
+        self._drained: asyncio.Event | None = None
         self.pending_bytes = 0
         self.pending_updates = 0
         self.dropped_ephemeral = 0
@@ -218,6 +221,13 @@ class ConnectionQueue:
             self._wakeup.clear()
             await self._wakeup.wait()
 
+    async def wait_drained(self) -> None:
+        """Return after the writer next takes frames out (see ``drain``)."""
+        if self._drained is None:
+            self._drained = asyncio.Event()
+        self._drained.clear()
+        await self._drained.wait()
+
     def drain(self) -> list[bytes]:
         """Take the oldest frames, up to one write's worth of bytes (at least one)."""
         budget = self.limits.max_write_bytes
@@ -237,6 +247,8 @@ class ConnectionQueue:
                 self.pending_updates -= 1
             out.append(frame)
         self.delivered += len(out)
+        if self._drained is not None:
+            self._drained.set()
         # What is left (a write's worth was taken) counts as queued from now.
         self.pending_since = time.monotonic() if self.has_pending() else 0.0
         return out

@@ -10,6 +10,7 @@ were accepted, and every connection of that user sees that one order.
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import secrets
 from collections.abc import Callable, Sequence
@@ -46,6 +47,8 @@ class RouterLimits:
     queue: QueueLimits = field(default_factory=QueueLimits)
     history: HistoryLimits = field(default_factory=HistoryLimits)
     idempotency_window_s: float = 300.0
+    # How long a burst waits, at most, for the writers of half-full queues.
+    drain_wait_s: float = 0.05
     max_event_bytes: int = 1024 * 1024
     ids: IdRules = DEFAULT_ID_RULES
 
@@ -109,9 +112,9 @@ class EventRouter:
         self._recent: IdempotencyCache[EmitResult] = IdempotencyCache(
             self.limits.idempotency_window_s
         )
-        # Set when a delivery left some queue half full: a caller applying many
-        # emits in a row (a batch) should yield so that writers can drain.
-        self.crowded = False
+        # Queues a delivery left half full: a caller applying many emits in a
+        # row (a batch, a catch-up) awaits let_writers_drain() between them.
+        self._crowded: list[ConnectionQueue] = []
         # Called with every connection the router unregisters itself (too slow, closed).
         self.on_connection_closed: Callable[[ClientConnection], None] | None = None
 
@@ -328,7 +331,7 @@ class EventRouter:
             if pushed:
                 reached += 1
                 if queue.crowded:
-                    self.crowded = True
+                    self._crowded.append(queue)
             elif queue.closure is not None and queue.closure.reason is CloseReason.TOO_SLOW:
                 # The queue just closed itself as too slow: stop routing to it.
                 self.stats.closed_too_slow += 1
@@ -350,11 +353,39 @@ class EventRouter:
             if queue.push_ephemeral(frame):
                 reached += 1
                 if queue.crowded:
-                    self.crowded = True
+                    self._crowded.append(queue)
             self.stats.ephemeral_dropped += queue.dropped_ephemeral - dropped_before
         self.stats.ephemerals_emitted += 1
         self.stats.deliveries += reached
         return reached
+
+    @property
+    def crowded(self) -> bool:
+        """Some queue was left half full since the last ``let_writers_drain``."""
+        return bool(self._crowded)
+
+    async def let_writers_drain(self) -> None:
+        """Give the writers of half-full queues a bounded chance to drain.
+
+        Called between the emits of a burst that is applied without yielding
+        otherwise (an EmitBatch, a broker catch-up), so that a burst larger
+        than a queue does not close a subscriber that reads promptly as "too
+        slow".  A writer stuck on a stalled consumer costs the burst at most
+        ``drain_wait_s``; that consumer's queue then overflows and closes.
+        """
+        queues, self._crowded = self._crowded, []
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.limits.drain_wait_s
+        for queue in dict.fromkeys(queues):
+            while queue.crowded and queue.closure is None:
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    return
+                try:
+                    async with asyncio.timeout(remaining):
+                        await queue.wait_drained()
+                except TimeoutError:
+                    return
 
     # -- housekeeping ----------------------------------------------------
 
