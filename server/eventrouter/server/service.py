@@ -12,11 +12,12 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
+from google.protobuf.message import DecodeError, Message
 
 from eventrouter.server.auth import Authenticator, AuthError, Subscriber
 from eventrouter.server.broker.base import Broker, BrokerUnavailable, EmitItem
@@ -527,31 +528,36 @@ class EventRouterService:
     # -- wiring ----------------------------------------------------------
 
     def generic_handler(self) -> grpc.GenericRpcHandler:
-        """Method handlers; Subscribe's responses are pre-encoded bytes (no serializer)."""
+        """Method handlers; Subscribe's responses are pre-encoded bytes (no serializer).
+
+        Requests that do not parse are answered INVALID_ARGUMENT by the
+        handler (grpc itself would answer UNKNOWN and log a traceback per
+        call, which lets anyone flood the error log).
+        """
         handlers = {
             "Subscribe": grpc.unary_stream_rpc_method_handler(
-                self.subscribe,
-                request_deserializer=pb.SubscribeRequest.FromString,
+                _parsed_or_refused(self.subscribe, pb.SubscribeRequest),
+                request_deserializer=_lenient_parser(pb.SubscribeRequest),
                 response_serializer=None,
             ),
             "Emit": grpc.unary_unary_rpc_method_handler(
-                self.emit,
-                request_deserializer=pb.EmitRequest.FromString,
+                _parsed_or_refused(self.emit, pb.EmitRequest),
+                request_deserializer=_lenient_parser(pb.EmitRequest),
                 response_serializer=pb.EmitResponse.SerializeToString,
             ),
             "EmitBatch": grpc.unary_unary_rpc_method_handler(
-                self.emit_batch,
-                request_deserializer=pb.EmitBatchRequest.FromString,
+                _parsed_or_refused(self.emit_batch, pb.EmitBatchRequest),
+                request_deserializer=_lenient_parser(pb.EmitBatchRequest),
                 response_serializer=pb.EmitBatchResponse.SerializeToString,
             ),
             "GetConnections": grpc.unary_unary_rpc_method_handler(
-                self.get_connections,
-                request_deserializer=pb.GetConnectionsRequest.FromString,
+                _parsed_or_refused(self.get_connections, pb.GetConnectionsRequest),
+                request_deserializer=_lenient_parser(pb.GetConnectionsRequest),
                 response_serializer=pb.GetConnectionsResponse.SerializeToString,
             ),
             "Disconnect": grpc.unary_unary_rpc_method_handler(
-                self.disconnect,
-                request_deserializer=pb.DisconnectRequest.FromString,
+                _parsed_or_refused(self.disconnect, pb.DisconnectRequest),
+                request_deserializer=_lenient_parser(pb.DisconnectRequest),
                 response_serializer=pb.DisconnectResponse.SerializeToString,
             ),
         }
@@ -560,6 +566,31 @@ class EventRouterService:
     def close_all_streams(self, reason: CloseReason, message: str) -> int:
         self.accepting = False
         return self.router.close_all(reason, message)
+
+
+def _lenient_parser(kind: type[Message]) -> Callable[[bytes], Message | None]:
+    """``kind.FromString`` that answers None instead of raising on bad bytes."""
+
+    def parse(data: bytes) -> Message | None:
+        try:
+            return kind.FromString(data)
+        except DecodeError:
+            return None
+
+    return parse
+
+
+def _parsed_or_refused(
+    handler: Callable[[Any, Any], Awaitable[Any]], kind: type[Message]
+) -> Callable[[Any, Any], Awaitable[Any]]:
+    name = kind.DESCRIPTOR.full_name
+
+    async def handle(request: Message | None, context: Any) -> Any:
+        if request is None:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"request: not a valid {name}")
+        return await handler(request, context)
+
+    return handle
 
 
 def _emit_response(result: EmitResult) -> pb.EmitResponse:
