@@ -202,6 +202,9 @@ class SubscriptionState:
         request = pb.SubscribeRequest(scope=self.scope, heartbeat_interval_ms=self.heartbeat_ms)
         if self._position is not None:
             request.resume_from.CopyFrom(self._position)
+            # Updates this client emitted skipping its old connection are not echoed.
+            if self.connection_id:
+                request.previous_connection_id = self.connection_id
         self._opened_at = None
         self._progress = False
         return request

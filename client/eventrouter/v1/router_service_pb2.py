@@ -26,55 +26,55 @@ from eventrouter.v1 import events_pb2 as eventrouter_dot_v1_dot_events__pb2
 from eventrouter.v1 import routing_pb2 as eventrouter_dot_v1_dot_routing__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#eventrouter/v1/router_service.proto\x12\x0e\x65ventrouter.v1\x1a\x1b\x65ventrouter/v1/events.proto\x1a\x1c\x65ventrouter/v1/routing.proto\"/\n\x0eStreamPosition\x12\x0e\n\x06offset\x18\x01 \x01(\x04\x12\r\n\x05\x65poch\x18\x02 \x01(\t\"\x96\x01\n\x10SubscribeRequest\x12.\n\x05scope\x18\x01 \x01(\x0b\x32\x1f.eventrouter.v1.ConnectionScope\x12\x33\n\x0bresume_from\x18\x02 \x01(\x0b\x32\x1e.eventrouter.v1.StreamPosition\x12\x1d\n\x15heartbeat_interval_ms\x18\x03 \x01(\r\"@\n\x11SubscribeResponse\x12+\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x1b.eventrouter.v1.StreamEvent\"\xe3\x01\n\x0bStreamEvent\x12\x32\n\x06opened\x18\x01 \x01(\x0b\x32 .eventrouter.v1.ConnectionOpenedH\x00\x12\x30\n\x06update\x18\x02 \x01(\x0b\x32\x1e.eventrouter.v1.UpdateDeliveryH\x00\x12\x35\n\tephemeral\x18\x03 \x01(\x0b\x32 .eventrouter.v1.EphemeralPayloadH\x00\x12.\n\theartbeat\x18\x04 \x01(\x0b\x32\x19.eventrouter.v1.HeartbeatH\x00\x42\x07\n\x05\x65vent\"\x90\x02\n\x10\x43onnectionOpened\x12\x15\n\rconnection_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12.\n\x05scope\x18\x03 \x01(\x0b\x32\x1f.eventrouter.v1.ConnectionScope\x12\x14\n\x0copened_at_ms\x18\x04 \x01(\x03\x12,\n\x06resume\x18\x05 \x01(\x0b\x32\x1c.eventrouter.v1.ResumeResult\x12\x30\n\x08position\x18\x06 \x01(\x0b\x32\x1e.eventrouter.v1.StreamPosition\x12\x1d\n\x15heartbeat_interval_ms\x18\x07 \x01(\r\x12\x0f\n\x07node_id\x18\x08 \x01(\t\"~\n\x0cResumeResult\x12,\n\x06status\x18\x01 \x01(\x0e\x32\x1c.eventrouter.v1.ResumeStatus\x12.\n\x07\x66\x61ilure\x18\x02 \x01(\x0e\x32\x1d.eventrouter.v1.ResumeFailure\x12\x10\n\x08replayed\x18\x03 \x01(\x04\"r\n\x0eUpdateDelivery\x12.\n\x07payload\x18\x01 \x01(\x0b\x32\x1d.eventrouter.v1.UpdatePayload\x12\x30\n\x08position\x18\x02 \x01(\x0b\x32\x1e.eventrouter.v1.StreamPosition\"#\n\tHeartbeat\x12\x16\n\x0eserver_time_ms\x18\x01 \x01(\x03\"\x81\x02\n\x0b\x45mitRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12/\n\x06update\x18\x02 \x01(\x0b\x32\x1d.eventrouter.v1.UpdatePayloadH\x00\x12\x35\n\tephemeral\x18\x03 \x01(\x0b\x32 .eventrouter.v1.EphemeralPayloadH\x00\x12\x39\n\x10recipient_filter\x18\x04 \x01(\x0b\x32\x1f.eventrouter.v1.RecipientFilter\x12\x1a\n\x12skip_connection_id\x18\x05 \x01(\t\x12\x17\n\x0fidempotency_key\x18\x06 \x01(\tB\t\n\x07payload\"d\n\x0c\x45mitResponse\x12\x0f\n\x07reached\x18\x01 \x01(\r\x12\x11\n\tduplicate\x18\x02 \x01(\x08\x12\x30\n\x08position\x18\x03 \x01(\x0b\x32\x1e.eventrouter.v1.StreamPosition\">\n\x10\x45mitBatchRequest\x12*\n\x05\x65mits\x18\x01 \x03(\x0b\x32\x1b.eventrouter.v1.EmitRequest\"B\n\x11\x45mitBatchResponse\x12-\n\x07results\x18\x01 \x03(\x0b\x32\x1c.eventrouter.v1.EmitResponse\"(\n\x15GetConnectionsRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\"M\n\x16GetConnectionsResponse\x12\x33\n\x0b\x63onnections\x18\x01 \x03(\x0b\x32\x1e.eventrouter.v1.ConnectionInfo\"~\n\x0e\x43onnectionInfo\x12\x15\n\rconnection_id\x18\x01 \x01(\t\x12.\n\x05scope\x18\x02 \x01(\x0b\x32\x1f.eventrouter.v1.ConnectionScope\x12\x14\n\x0copened_at_ms\x18\x03 \x01(\x03\x12\x0f\n\x07node_id\x18\x04 \x01(\t\"\xe7\x01\n\x11\x44isconnectRequest\x12\x11\n\x07user_id\x18\x01 \x01(\tH\x00\x12\x17\n\rconnection_id\x18\x02 \x01(\tH\x00\x12\x32\n\x07machine\x18\x03 \x01(\x0b\x32\x1f.eventrouter.v1.MachineSelectorH\x00\x12\x32\n\x07session\x18\x04 \x01(\x0b\x32\x1f.eventrouter.v1.SessionSelectorH\x00\x12\x12\n\x08token_id\x18\x05 \x01(\tH\x00\x12\x0e\n\x06reason\x18\x06 \x01(\t\x12\x0e\n\x06revoke\x18\x07 \x01(\x08\x42\n\n\x08selector\"6\n\x0fMachineSelector\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x12\n\nmachine_id\x18\x02 \x01(\t\"6\n\x0fSessionSelector\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x12\n\nsession_id\x18\x02 \x01(\t\"*\n\x12\x44isconnectResponse\x12\x14\n\x0c\x64isconnected\x18\x01 \x01(\r*\x83\x01\n\x0cResumeStatus\x12\x1d\n\x19RESUME_STATUS_UNSPECIFIED\x10\x00\x12\x1f\n\x1bRESUME_STATUS_NOT_REQUESTED\x10\x01\x12\x19\n\x15RESUME_STATUS_RESUMED\x10\x02\x12\x18\n\x14RESUME_STATUS_FAILED\x10\x03*\x92\x01\n\rResumeFailure\x12\x1e\n\x1aRESUME_FAILURE_UNSPECIFIED\x10\x00\x12 \n\x1cRESUME_FAILURE_EPOCH_CHANGED\x10\x01\x12\x1a\n\x16RESUME_FAILURE_TOO_OLD\x10\x02\x12#\n\x1fRESUME_FAILURE_UNKNOWN_POSITION\x10\x03\x32\xb3\x03\n\x12\x45ventRouterService\x12R\n\tSubscribe\x12 .eventrouter.v1.SubscribeRequest\x1a!.eventrouter.v1.SubscribeResponse0\x01\x12\x41\n\x04\x45mit\x12\x1b.eventrouter.v1.EmitRequest\x1a\x1c.eventrouter.v1.EmitResponse\x12P\n\tEmitBatch\x12 .eventrouter.v1.EmitBatchRequest\x1a!.eventrouter.v1.EmitBatchResponse\x12_\n\x0eGetConnections\x12%.eventrouter.v1.GetConnectionsRequest\x1a&.eventrouter.v1.GetConnectionsResponse\x12S\n\nDisconnect\x12!.eventrouter.v1.DisconnectRequest\x1a\".eventrouter.v1.DisconnectResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#eventrouter/v1/router_service.proto\x12\x0e\x65ventrouter.v1\x1a\x1b\x65ventrouter/v1/events.proto\x1a\x1c\x65ventrouter/v1/routing.proto\"/\n\x0eStreamPosition\x12\x0e\n\x06offset\x18\x01 \x01(\x04\x12\r\n\x05\x65poch\x18\x02 \x01(\t\"\xb6\x01\n\x10SubscribeRequest\x12.\n\x05scope\x18\x01 \x01(\x0b\x32\x1f.eventrouter.v1.ConnectionScope\x12\x33\n\x0bresume_from\x18\x02 \x01(\x0b\x32\x1e.eventrouter.v1.StreamPosition\x12\x1d\n\x15heartbeat_interval_ms\x18\x03 \x01(\r\x12\x1e\n\x16previous_connection_id\x18\x04 \x01(\t\"@\n\x11SubscribeResponse\x12+\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x1b.eventrouter.v1.StreamEvent\"\xe3\x01\n\x0bStreamEvent\x12\x32\n\x06opened\x18\x01 \x01(\x0b\x32 .eventrouter.v1.ConnectionOpenedH\x00\x12\x30\n\x06update\x18\x02 \x01(\x0b\x32\x1e.eventrouter.v1.UpdateDeliveryH\x00\x12\x35\n\tephemeral\x18\x03 \x01(\x0b\x32 .eventrouter.v1.EphemeralPayloadH\x00\x12.\n\theartbeat\x18\x04 \x01(\x0b\x32\x19.eventrouter.v1.HeartbeatH\x00\x42\x07\n\x05\x65vent\"\x90\x02\n\x10\x43onnectionOpened\x12\x15\n\rconnection_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12.\n\x05scope\x18\x03 \x01(\x0b\x32\x1f.eventrouter.v1.ConnectionScope\x12\x14\n\x0copened_at_ms\x18\x04 \x01(\x03\x12,\n\x06resume\x18\x05 \x01(\x0b\x32\x1c.eventrouter.v1.ResumeResult\x12\x30\n\x08position\x18\x06 \x01(\x0b\x32\x1e.eventrouter.v1.StreamPosition\x12\x1d\n\x15heartbeat_interval_ms\x18\x07 \x01(\r\x12\x0f\n\x07node_id\x18\x08 \x01(\t\"~\n\x0cResumeResult\x12,\n\x06status\x18\x01 \x01(\x0e\x32\x1c.eventrouter.v1.ResumeStatus\x12.\n\x07\x66\x61ilure\x18\x02 \x01(\x0e\x32\x1d.eventrouter.v1.ResumeFailure\x12\x10\n\x08replayed\x18\x03 \x01(\x04\"r\n\x0eUpdateDelivery\x12.\n\x07payload\x18\x01 \x01(\x0b\x32\x1d.eventrouter.v1.UpdatePayload\x12\x30\n\x08position\x18\x02 \x01(\x0b\x32\x1e.eventrouter.v1.StreamPosition\"#\n\tHeartbeat\x12\x16\n\x0eserver_time_ms\x18\x01 \x01(\x03\"\x81\x02\n\x0b\x45mitRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12/\n\x06update\x18\x02 \x01(\x0b\x32\x1d.eventrouter.v1.UpdatePayloadH\x00\x12\x35\n\tephemeral\x18\x03 \x01(\x0b\x32 .eventrouter.v1.EphemeralPayloadH\x00\x12\x39\n\x10recipient_filter\x18\x04 \x01(\x0b\x32\x1f.eventrouter.v1.RecipientFilter\x12\x1a\n\x12skip_connection_id\x18\x05 \x01(\t\x12\x17\n\x0fidempotency_key\x18\x06 \x01(\tB\t\n\x07payload\"d\n\x0c\x45mitResponse\x12\x0f\n\x07reached\x18\x01 \x01(\r\x12\x11\n\tduplicate\x18\x02 \x01(\x08\x12\x30\n\x08position\x18\x03 \x01(\x0b\x32\x1e.eventrouter.v1.StreamPosition\">\n\x10\x45mitBatchRequest\x12*\n\x05\x65mits\x18\x01 \x03(\x0b\x32\x1b.eventrouter.v1.EmitRequest\"B\n\x11\x45mitBatchResponse\x12-\n\x07results\x18\x01 \x03(\x0b\x32\x1c.eventrouter.v1.EmitResponse\"(\n\x15GetConnectionsRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\"M\n\x16GetConnectionsResponse\x12\x33\n\x0b\x63onnections\x18\x01 \x03(\x0b\x32\x1e.eventrouter.v1.ConnectionInfo\"~\n\x0e\x43onnectionInfo\x12\x15\n\rconnection_id\x18\x01 \x01(\t\x12.\n\x05scope\x18\x02 \x01(\x0b\x32\x1f.eventrouter.v1.ConnectionScope\x12\x14\n\x0copened_at_ms\x18\x03 \x01(\x03\x12\x0f\n\x07node_id\x18\x04 \x01(\t\"\xe7\x01\n\x11\x44isconnectRequest\x12\x11\n\x07user_id\x18\x01 \x01(\tH\x00\x12\x17\n\rconnection_id\x18\x02 \x01(\tH\x00\x12\x32\n\x07machine\x18\x03 \x01(\x0b\x32\x1f.eventrouter.v1.MachineSelectorH\x00\x12\x32\n\x07session\x18\x04 \x01(\x0b\x32\x1f.eventrouter.v1.SessionSelectorH\x00\x12\x12\n\x08token_id\x18\x05 \x01(\tH\x00\x12\x0e\n\x06reason\x18\x06 \x01(\t\x12\x0e\n\x06revoke\x18\x07 \x01(\x08\x42\n\n\x08selector\"6\n\x0fMachineSelector\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x12\n\nmachine_id\x18\x02 \x01(\t\"6\n\x0fSessionSelector\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x12\n\nsession_id\x18\x02 \x01(\t\"*\n\x12\x44isconnectResponse\x12\x14\n\x0c\x64isconnected\x18\x01 \x01(\r*\x83\x01\n\x0cResumeStatus\x12\x1d\n\x19RESUME_STATUS_UNSPECIFIED\x10\x00\x12\x1f\n\x1bRESUME_STATUS_NOT_REQUESTED\x10\x01\x12\x19\n\x15RESUME_STATUS_RESUMED\x10\x02\x12\x18\n\x14RESUME_STATUS_FAILED\x10\x03*\x92\x01\n\rResumeFailure\x12\x1e\n\x1aRESUME_FAILURE_UNSPECIFIED\x10\x00\x12 \n\x1cRESUME_FAILURE_EPOCH_CHANGED\x10\x01\x12\x1a\n\x16RESUME_FAILURE_TOO_OLD\x10\x02\x12#\n\x1fRESUME_FAILURE_UNKNOWN_POSITION\x10\x03\x32\xb3\x03\n\x12\x45ventRouterService\x12R\n\tSubscribe\x12 .eventrouter.v1.SubscribeRequest\x1a!.eventrouter.v1.SubscribeResponse0\x01\x12\x41\n\x04\x45mit\x12\x1b.eventrouter.v1.EmitRequest\x1a\x1c.eventrouter.v1.EmitResponse\x12P\n\tEmitBatch\x12 .eventrouter.v1.EmitBatchRequest\x1a!.eventrouter.v1.EmitBatchResponse\x12_\n\x0eGetConnections\x12%.eventrouter.v1.GetConnectionsRequest\x1a&.eventrouter.v1.GetConnectionsResponse\x12S\n\nDisconnect\x12!.eventrouter.v1.DisconnectRequest\x1a\".eventrouter.v1.DisconnectResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'eventrouter.v1.router_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_RESUMESTATUS']._serialized_start=2302
-  _globals['_RESUMESTATUS']._serialized_end=2433
-  _globals['_RESUMEFAILURE']._serialized_start=2436
-  _globals['_RESUMEFAILURE']._serialized_end=2582
+  _globals['_RESUMESTATUS']._serialized_start=2334
+  _globals['_RESUMESTATUS']._serialized_end=2465
+  _globals['_RESUMEFAILURE']._serialized_start=2468
+  _globals['_RESUMEFAILURE']._serialized_end=2614
   _globals['_STREAMPOSITION']._serialized_start=114
   _globals['_STREAMPOSITION']._serialized_end=161
   _globals['_SUBSCRIBEREQUEST']._serialized_start=164
-  _globals['_SUBSCRIBEREQUEST']._serialized_end=314
-  _globals['_SUBSCRIBERESPONSE']._serialized_start=316
-  _globals['_SUBSCRIBERESPONSE']._serialized_end=380
-  _globals['_STREAMEVENT']._serialized_start=383
-  _globals['_STREAMEVENT']._serialized_end=610
-  _globals['_CONNECTIONOPENED']._serialized_start=613
-  _globals['_CONNECTIONOPENED']._serialized_end=885
-  _globals['_RESUMERESULT']._serialized_start=887
-  _globals['_RESUMERESULT']._serialized_end=1013
-  _globals['_UPDATEDELIVERY']._serialized_start=1015
-  _globals['_UPDATEDELIVERY']._serialized_end=1129
-  _globals['_HEARTBEAT']._serialized_start=1131
-  _globals['_HEARTBEAT']._serialized_end=1166
-  _globals['_EMITREQUEST']._serialized_start=1169
-  _globals['_EMITREQUEST']._serialized_end=1426
-  _globals['_EMITRESPONSE']._serialized_start=1428
-  _globals['_EMITRESPONSE']._serialized_end=1528
-  _globals['_EMITBATCHREQUEST']._serialized_start=1530
-  _globals['_EMITBATCHREQUEST']._serialized_end=1592
-  _globals['_EMITBATCHRESPONSE']._serialized_start=1594
-  _globals['_EMITBATCHRESPONSE']._serialized_end=1660
-  _globals['_GETCONNECTIONSREQUEST']._serialized_start=1662
-  _globals['_GETCONNECTIONSREQUEST']._serialized_end=1702
-  _globals['_GETCONNECTIONSRESPONSE']._serialized_start=1704
-  _globals['_GETCONNECTIONSRESPONSE']._serialized_end=1781
-  _globals['_CONNECTIONINFO']._serialized_start=1783
-  _globals['_CONNECTIONINFO']._serialized_end=1909
-  _globals['_DISCONNECTREQUEST']._serialized_start=1912
-  _globals['_DISCONNECTREQUEST']._serialized_end=2143
-  _globals['_MACHINESELECTOR']._serialized_start=2145
-  _globals['_MACHINESELECTOR']._serialized_end=2199
-  _globals['_SESSIONSELECTOR']._serialized_start=2201
-  _globals['_SESSIONSELECTOR']._serialized_end=2255
-  _globals['_DISCONNECTRESPONSE']._serialized_start=2257
-  _globals['_DISCONNECTRESPONSE']._serialized_end=2299
-  _globals['_EVENTROUTERSERVICE']._serialized_start=2585
-  _globals['_EVENTROUTERSERVICE']._serialized_end=3020
+  _globals['_SUBSCRIBEREQUEST']._serialized_end=346
+  _globals['_SUBSCRIBERESPONSE']._serialized_start=348
+  _globals['_SUBSCRIBERESPONSE']._serialized_end=412
+  _globals['_STREAMEVENT']._serialized_start=415
+  _globals['_STREAMEVENT']._serialized_end=642
+  _globals['_CONNECTIONOPENED']._serialized_start=645
+  _globals['_CONNECTIONOPENED']._serialized_end=917
+  _globals['_RESUMERESULT']._serialized_start=919
+  _globals['_RESUMERESULT']._serialized_end=1045
+  _globals['_UPDATEDELIVERY']._serialized_start=1047
+  _globals['_UPDATEDELIVERY']._serialized_end=1161
+  _globals['_HEARTBEAT']._serialized_start=1163
+  _globals['_HEARTBEAT']._serialized_end=1198
+  _globals['_EMITREQUEST']._serialized_start=1201
+  _globals['_EMITREQUEST']._serialized_end=1458
+  _globals['_EMITRESPONSE']._serialized_start=1460
+  _globals['_EMITRESPONSE']._serialized_end=1560
+  _globals['_EMITBATCHREQUEST']._serialized_start=1562
+  _globals['_EMITBATCHREQUEST']._serialized_end=1624
+  _globals['_EMITBATCHRESPONSE']._serialized_start=1626
+  _globals['_EMITBATCHRESPONSE']._serialized_end=1692
+  _globals['_GETCONNECTIONSREQUEST']._serialized_start=1694
+  _globals['_GETCONNECTIONSREQUEST']._serialized_end=1734
+  _globals['_GETCONNECTIONSRESPONSE']._serialized_start=1736
+  _globals['_GETCONNECTIONSRESPONSE']._serialized_end=1813
+  _globals['_CONNECTIONINFO']._serialized_start=1815
+  _globals['_CONNECTIONINFO']._serialized_end=1941
+  _globals['_DISCONNECTREQUEST']._serialized_start=1944
+  _globals['_DISCONNECTREQUEST']._serialized_end=2175
+  _globals['_MACHINESELECTOR']._serialized_start=2177
+  _globals['_MACHINESELECTOR']._serialized_end=2231
+  _globals['_SESSIONSELECTOR']._serialized_start=2233
+  _globals['_SESSIONSELECTOR']._serialized_end=2287
+  _globals['_DISCONNECTRESPONSE']._serialized_start=2289
+  _globals['_DISCONNECTRESPONSE']._serialized_end=2331
+  _globals['_EVENTROUTERSERVICE']._serialized_start=2617
+  _globals['_EVENTROUTERSERVICE']._serialized_end=3052
 # @@protoc_insertion_point(module_scope)

@@ -122,8 +122,11 @@ class SubscribeRequest(_message.Message):
     SCOPE_FIELD_NUMBER: _builtins.int
     RESUME_FROM_FIELD_NUMBER: _builtins.int
     HEARTBEAT_INTERVAL_MS_FIELD_NUMBER: _builtins.int
+    PREVIOUS_CONNECTION_ID_FIELD_NUMBER: _builtins.int
     heartbeat_interval_ms: _builtins.int
     """Idle heartbeat interval the client asks for, in ms; 0 = the server's default (the server may clamp it)."""
+    previous_connection_id: _builtins.str
+    """On resume: the connection id this client held before; updates emitted skipping it (the client's own) are not replayed."""
     @_builtins.property
     def scope(self) -> _routing_pb2.ConnectionScope:
         """The scope of the new connection; required (session/machine ids must be non-empty)."""
@@ -138,10 +141,11 @@ class SubscribeRequest(_message.Message):
         scope: _routing_pb2.ConnectionScope | None = ...,
         resume_from: Global___StreamPosition | None = ...,
         heartbeat_interval_ms: _builtins.int = ...,
+        previous_connection_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["resume_from", b"resume_from", "scope", b"scope"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["heartbeat_interval_ms", b"heartbeat_interval_ms", "resume_from", b"resume_from", "scope", b"scope"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["heartbeat_interval_ms", b"heartbeat_interval_ms", "previous_connection_id", b"previous_connection_id", "resume_from", b"resume_from", "scope", b"scope"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -193,6 +193,11 @@ class EventRouterService:
             connection = connection_for_scope(
                 subscriber.user_id, request.scope, "scope", self.router.limits.ids
             )
+            if request.previous_connection_id:
+                self.router.limits.ids.check(
+                    request.previous_connection_id, "previous_connection_id"
+                )
+                connection.previous_connection_id = request.previous_connection_id
         except RequestError as e:
             await self._abort_request(context, e)
         denied = _scope_denied(subscriber, connection)

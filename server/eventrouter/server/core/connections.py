@@ -30,6 +30,9 @@ class _ConnectionBase:
     opened_at_ms: int = field(default_factory=_now_ms)
     # The router attaches a queue sized by its limits when none is given.
     queue: ConnectionQueue | None = field(default=None, repr=False)
+    # On resume, the id this client held before: an update that skipped it
+    # (the client's own emit) is not replayed to this connection either.
+    previous_connection_id: str | None = field(default=None, repr=False)
 
 
 @dataclass(eq=False, slots=True)

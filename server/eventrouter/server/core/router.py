@@ -167,9 +167,13 @@ class EventRouter:
 
     @staticmethod
     def _replay_reaches(entry: HistoryEntry, connection: ClientConnection) -> bool:
-        return entry.skip_connection_id != connection.connection_id and accepts(
-            entry.recipient_filter, connection
-        )
+        skip = entry.skip_connection_id
+        if skip is not None and skip in (
+            connection.connection_id,
+            connection.previous_connection_id,
+        ):
+            return False
+        return accepts(entry.recipient_filter, connection)
 
     def count_resume(self, status: ResumeStatus) -> None:
         if status is ResumeStatus.RESUMED:
