@@ -12,24 +12,22 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
-from google.protobuf.message import DecodeError, Message
 
 from eventrouter.server.auth import Authenticator, AuthError, Subscriber
 from eventrouter.server.broker.base import Broker, BrokerUnavailable, EmitItem
 from eventrouter.server.core import wire
 from eventrouter.server.core.connections import (
     ClientConnection,
-    MachineScopedConnection,
     SessionScopedConnection,
 )
 from eventrouter.server.core.filters import MachineOnly
-from eventrouter.server.core.queue import CloseReason, ConnectionQueue
-from eventrouter.server.core.router import EmitResult, OpenResult, ResumeStatus
+from eventrouter.server.core.queue import CloseReason
+from eventrouter.server.core.router import EmitResult, OpenResult
 from eventrouter.server.core.stats import Histogram
 from eventrouter.server.core.validation import (
     IdTooLong,
@@ -39,34 +37,30 @@ from eventrouter.server.core.validation import (
     connection_for_scope,
     scope_to_proto,
 )
+from eventrouter.server.edge import (
+    CLOSE_STATUS,
+    RESUME_STATUS,
+    abort_auth,
+    abort_request_status,
+    emit_labels,
+    emit_response,
+    heartbeat_frame,
+    lenient_parser,
+    log_context,
+    outcome,
+    parsed_or_refused,
+    peer_auth,
+    resume_failure,
+    scope_denied,
+    scope_from_label,
+)
 from eventrouter.server.security.limits import RateLimiter, SecurityLimits
 from eventrouter.server.security.tokens import LEEWAY_S
 from eventrouter.v1 import router_service_pb2 as pb
-from eventrouter.v1 import routing_pb2 as rt
 
 log = logging.getLogger("eventrouter.server")
 
 SERVICE_NAME = "eventrouter.v1.EventRouterService"
-
-_CLOSE_STATUS = {
-    CloseReason.TOO_SLOW: grpc.StatusCode.RESOURCE_EXHAUSTED,
-    CloseReason.SHUTDOWN: grpc.StatusCode.UNAVAILABLE,
-    CloseReason.DISCONNECTED: grpc.StatusCode.UNAVAILABLE,
-    CloseReason.REVOKED: grpc.StatusCode.PERMISSION_DENIED,
-    CloseReason.CREDENTIAL_EXPIRED: grpc.StatusCode.UNAUTHENTICATED,
-}
-
-_RESUME_STATUS = {
-    ResumeStatus.NOT_REQUESTED: pb.RESUME_STATUS_NOT_REQUESTED,
-    ResumeStatus.RESUMED: pb.RESUME_STATUS_RESUMED,
-    ResumeStatus.FAILED: pb.RESUME_STATUS_FAILED,
-}
-
-
-def _resume_failure(result: OpenResult) -> pb.ResumeFailure.ValueType:
-    if result.failure is None:
-        return pb.RESUME_FAILURE_UNSPECIFIED
-    return pb.ResumeFailure.Value("RESUME_FAILURE_" + result.failure.name)
 
 
 class _Writer:
@@ -157,7 +151,7 @@ class EventRouterService:
                 subscriber,
             )
             expiry = self._schedule_expiry(connection, subscriber)
-            log.debug("stream opened", extra=_log_context(connection))
+            log.debug("stream opened", extra=log_context(connection))
             try:
                 heartbeat_ms = self._heartbeat_ms(request.heartbeat_interval_ms)
                 opened_event = pb.StreamEvent(opened=self._opened(connection, opened, heartbeat_ms))
@@ -169,16 +163,16 @@ class EventRouterService:
                 del self._writers[connection.connection_id]
                 self.router.remove_connection(connection.user_id, connection)
                 self.broker.closed(connection)
-                log.debug("stream closed", extra=_log_context(connection))
+                log.debug("stream closed", extra=log_context(connection))
         finally:
             handshake.done()
 
     async def _authenticate_subscriber(self, context: Any) -> Subscriber:
         try:
-            subscriber = self.auth.subscriber(context.invocation_metadata(), _peer_auth(context))
+            subscriber = self.auth.subscriber(context.invocation_metadata(), peer_auth(context))
         except AuthError as e:
             self.security_stats.auth_failures[e.reason] += 1
-            await _abort_auth(context, e)
+            await abort_auth(context, e)
         if self.insecure:
             log.warning(
                 "INSECURE stream: user %r trusted from metadata (--insecure)", subscriber.user_id
@@ -200,7 +194,7 @@ class EventRouterService:
                 connection.previous_connection_id = request.previous_connection_id
         except RequestError as e:
             await self._abort_request(context, e)
-        denied = _scope_denied(subscriber, connection)
+        denied = scope_denied(subscriber, connection)
         if denied:
             self.security_stats.auth_failures["scope_not_allowed"] += 1
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, denied)
@@ -269,7 +263,7 @@ class EventRouterService:
                             async with asyncio.timeout(heartbeat_ms / 1000):
                                 await queue.wait()
                         except TimeoutError:
-                            await self._write(context, writer, _heartbeat_frame())
+                            await self._write(context, writer, heartbeat_frame())
                             continue
                     else:
                         await queue.wait()
@@ -289,7 +283,7 @@ class EventRouterService:
                 task.uncancel()
         closure = queue.closure
         assert closure is not None
-        await context.abort(_CLOSE_STATUS[closure.reason], closure.message)
+        await context.abort(CLOSE_STATUS[closure.reason], closure.message)
 
     @staticmethod
     async def _write(context: Any, writer: _Writer, data: bytes) -> None:
@@ -320,8 +314,8 @@ class EventRouterService:
             scope=scope_to_proto(connection),
             opened_at_ms=connection.opened_at_ms,
             resume=pb.ResumeResult(
-                status=_RESUME_STATUS[opened.status],
-                failure=_resume_failure(opened),
+                status=RESUME_STATUS[opened.status],
+                failure=resume_failure(opened),
                 replayed=opened.replayed,
             ),
             position=pb.StreamPosition(offset=opened.offset, epoch=opened.epoch),
@@ -336,10 +330,10 @@ class EventRouterService:
         try:
             item = self._check(request, "")
         except RequestError as e:
-            self._count_emits((request,), _outcome(e))
+            self._count_emits((request,), outcome(e))
             await self._abort_request(context, e)
         results = await self._accept(context, (request,), [item])
-        return _emit_response(results[0])
+        return emit_response(results[0])
 
     async def emit_batch(self, request: pb.EmitBatchRequest, context: Any) -> pb.EmitBatchResponse:
         await self._authorize_emit(context, request.emits)
@@ -348,10 +342,10 @@ class EventRouterService:
             # before any of it is delivered.
             items = [self._check(emit, f"emits[{i}].") for i, emit in enumerate(request.emits)]
         except RequestError as e:
-            self._count_emits(request.emits, _outcome(e))
+            self._count_emits(request.emits, outcome(e))
             await self._abort_request(context, e)
         results = await self._accept(context, request.emits, items)
-        return pb.EmitBatchResponse(results=[_emit_response(r) for r in results])
+        return pb.EmitBatchResponse(results=[emit_response(r) for r in results])
 
     async def _accept(
         self, context: Any, requests: Sequence[pb.EmitRequest], items: list[EmitItem]
@@ -363,12 +357,12 @@ class EventRouterService:
             await context.abort(grpc.StatusCode.UNAVAILABLE, f"broker unavailable: {e}")
         for request, result in zip(requests, results, strict=True):
             outcome = "duplicate" if result.duplicate else "ok"
-            self.emit_counts[_emit_labels(request, outcome)] += 1
+            self.emit_counts[emit_labels(request, outcome)] += 1
         return results
 
     def _count_emits(self, requests: Iterable[pb.EmitRequest], outcome: str) -> None:
         for request in requests:
-            self.emit_counts[_emit_labels(request, outcome)] += 1
+            self.emit_counts[emit_labels(request, outcome)] += 1
 
     def _check(self, request: pb.EmitRequest, field: str) -> EmitItem:
         """Validate one emit (no state changes) into what the broker accepts."""
@@ -410,7 +404,7 @@ class EventRouterService:
             connections=[
                 pb.ConnectionInfo(
                     connection_id=r.connection_id,
-                    scope=_scope_from_label(r.scope),
+                    scope=scope_from_label(r.scope),
                     opened_at_ms=r.opened_at_ms,
                     node_id=r.node_id,
                 )
@@ -505,23 +499,23 @@ class EventRouterService:
             self.security_stats.limit_rejections["id_length"] += 1
         elif isinstance(error, PayloadTooLarge):
             self.security_stats.limit_rejections["event_bytes"] += 1
-        await _abort_request_status(context, error)
+        await abort_request_status(context, error)
 
     async def _authorize_service(self, context: Any) -> str:
         try:
-            return self.auth.service(context.invocation_metadata(), _peer_auth(context))
+            return self.auth.service(context.invocation_metadata(), peer_auth(context))
         except AuthError as e:
             self.security_stats.auth_failures[e.reason] += 1
-            await _abort_auth(context, e)
+            await abort_auth(context, e)
             raise  # unreachable: abort raises
 
     async def _authorize_emit(self, context: Any, requests: Sequence[pb.EmitRequest]) -> None:
         try:
-            service = self.auth.service(context.invocation_metadata(), _peer_auth(context))
+            service = self.auth.service(context.invocation_metadata(), peer_auth(context))
         except AuthError as e:
             self.security_stats.auth_failures[e.reason] += 1
             self._count_emits(requests, "unauthenticated")
-            await _abort_auth(context, e)
+            await abort_auth(context, e)
         if not self._emit_rate.allow(service, len(requests)):
             self.security_stats.limit_rejections["emit_rate"] += 1
             self._count_emits(requests, "rate_limited")
@@ -541,28 +535,28 @@ class EventRouterService:
         """
         handlers = {
             "Subscribe": grpc.unary_stream_rpc_method_handler(
-                _parsed_or_refused(self.subscribe, pb.SubscribeRequest),
-                request_deserializer=_lenient_parser(pb.SubscribeRequest),
+                parsed_or_refused(self.subscribe, pb.SubscribeRequest),
+                request_deserializer=lenient_parser(pb.SubscribeRequest),
                 response_serializer=None,
             ),
             "Emit": grpc.unary_unary_rpc_method_handler(
-                _parsed_or_refused(self.emit, pb.EmitRequest),
-                request_deserializer=_lenient_parser(pb.EmitRequest),
+                parsed_or_refused(self.emit, pb.EmitRequest),
+                request_deserializer=lenient_parser(pb.EmitRequest),
                 response_serializer=pb.EmitResponse.SerializeToString,
             ),
             "EmitBatch": grpc.unary_unary_rpc_method_handler(
-                _parsed_or_refused(self.emit_batch, pb.EmitBatchRequest),
-                request_deserializer=_lenient_parser(pb.EmitBatchRequest),
+                parsed_or_refused(self.emit_batch, pb.EmitBatchRequest),
+                request_deserializer=lenient_parser(pb.EmitBatchRequest),
                 response_serializer=pb.EmitBatchResponse.SerializeToString,
             ),
             "GetConnections": grpc.unary_unary_rpc_method_handler(
-                _parsed_or_refused(self.get_connections, pb.GetConnectionsRequest),
-                request_deserializer=_lenient_parser(pb.GetConnectionsRequest),
+                parsed_or_refused(self.get_connections, pb.GetConnectionsRequest),
+                request_deserializer=lenient_parser(pb.GetConnectionsRequest),
                 response_serializer=pb.GetConnectionsResponse.SerializeToString,
             ),
             "Disconnect": grpc.unary_unary_rpc_method_handler(
-                _parsed_or_refused(self.disconnect, pb.DisconnectRequest),
-                request_deserializer=_lenient_parser(pb.DisconnectRequest),
+                parsed_or_refused(self.disconnect, pb.DisconnectRequest),
+                request_deserializer=lenient_parser(pb.DisconnectRequest),
                 response_serializer=pb.DisconnectResponse.SerializeToString,
             ),
         }
@@ -573,114 +567,4 @@ class EventRouterService:
         return self.router.close_all(reason, message)
 
 
-def _lenient_parser(kind: type[Message]) -> Callable[[bytes], Message | None]:
-    """``kind.FromString`` that answers None instead of raising on bad bytes."""
-
-    def parse(data: bytes) -> Message | None:
-        try:
-            return kind.FromString(data)
-        except DecodeError:
-            return None
-
-    return parse
-
-
-def _parsed_or_refused(
-    handler: Callable[[Any, Any], Awaitable[Any]], kind: type[Message]
-) -> Callable[[Any, Any], Awaitable[Any]]:
-    name = kind.DESCRIPTOR.full_name
-
-    async def handle(request: Message | None, context: Any) -> Any:
-        if request is None:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"request: not a valid {name}")
-        return await handler(request, context)
-
-    return handle
-
-
-def _emit_response(result: EmitResult) -> pb.EmitResponse:
-    response = pb.EmitResponse(reached=result.reached, duplicate=result.duplicate)
-    if result.offset:
-        response.position.offset = result.offset
-        response.position.epoch = result.epoch
-    return response
-
-
-def _scope_from_label(label: str) -> rt.ConnectionScope:
-    kind, _, ident = label.partition(":")
-    if kind == "session":
-        return rt.ConnectionScope(session=rt.SessionScope(session_id=ident))
-    if kind == "machine":
-        return rt.ConnectionScope(machine=rt.MachineScope(machine_id=ident))
-    return rt.ConnectionScope(user=rt.UserScope())
-
-
-def _emit_labels(request: pb.EmitRequest, outcome: str) -> tuple[str, str, str]:
-    """(payload kind, filter kind, outcome), e.g. ("update:new_message", "machine_only", "ok")."""
-    payload = request.WhichOneof("payload")
-    if payload == "update":
-        kind = f"update:{request.update.body.WhichOneof('event')}"
-    elif payload == "ephemeral":
-        kind = f"ephemeral:{request.ephemeral.WhichOneof('event')}"
-    else:
-        kind = "none"
-    recipient = (
-        request.recipient_filter.WhichOneof("filter") or "all_user_authenticated_connections"
-    )
-    return kind, recipient, outcome
-
-
-def _outcome(error: RequestError) -> str:
-    return "too_large" if isinstance(error, PayloadTooLarge) else "invalid"
-
-
-def _log_context(connection: ClientConnection) -> dict[str, str]:
-    return {"connection_id": connection.connection_id, "user_id": connection.user_id}
-
-
-def _peer_auth(context: Any) -> dict[str, list[bytes]]:
-    auth_context: dict[str, list[bytes]] = context.auth_context()
-    return auth_context
-
-
-def _scope_denied(subscriber: Subscriber, connection: ClientConnection) -> str:
-    """Why a restricted credential may not open this connection ("" when it may)."""
-    if subscriber.machine_id is not None and not (
-        isinstance(connection, MachineScopedConnection)
-        and connection.machine_id == subscriber.machine_id
-    ):
-        return (
-            f"token only allows the machine-scoped connection of machine {subscriber.machine_id!r}"
-        )
-    if subscriber.session_id is not None and not (
-        isinstance(connection, SessionScopedConnection)
-        and connection.session_id == subscriber.session_id
-    ):
-        return (
-            f"token only allows the session-scoped connection of session {subscriber.session_id!r}"
-        )
-    return ""
-
-
-def _heartbeat_frame() -> bytes:
-    event = pb.StreamEvent(heartbeat=pb.Heartbeat(server_time_ms=time.time_ns() // 1_000_000))
-    return wire.event_frame(event.SerializeToString())
-
-
-async def _abort_request_status(context: Any, error: RequestError) -> None:
-    code = (
-        grpc.StatusCode.RESOURCE_EXHAUSTED
-        if isinstance(error, PayloadTooLarge)
-        else grpc.StatusCode.INVALID_ARGUMENT
-    )
-    await context.abort(code, str(error))
-
-
-async def _abort_auth(context: Any, error: AuthError) -> None:
-    code = (
-        grpc.StatusCode.PERMISSION_DENIED if error.permission else grpc.StatusCode.UNAUTHENTICATED
-    )
-    await context.abort(code, error.message)
-
-
-__all__ = ["SERVICE_NAME", "ConnectionQueue", "EventRouterService"]
+__all__ = ["SERVICE_NAME", "EventRouterService"]
