@@ -21,6 +21,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from eventrouter.server.core.filters import RecipientFilter
 
@@ -37,8 +38,9 @@ class HistoryLimits:
             raise ValueError("history limits must not be negative")
 
 
-@dataclass(frozen=True, slots=True)
-class HistoryEntry:
+class HistoryEntry(NamedTuple):
+    """One numbered update as kept for replay (a tuple: one is made per emit)."""
+
     offset: int
     stored_at: float
     frame: bytes

@@ -108,7 +108,15 @@ class ConnectionQueue:
             return False
         if offset and offset <= self.replayed_through:
             return True
-        if not self._make_room(len(frame)):
+        size = len(frame)
+        # Fast path (the common case): room without dropping anything.
+        if (
+            len(self._pending) < self.limits.max_events
+            and self.pending_bytes + size <= self.limits.max_bytes
+        ):
+            self._append(offset or -1, frame)
+            return True
+        if not self._make_room(size):
             self.close(
                 CloseReason.TOO_SLOW,
                 f"consumer too slow: more than {self.limits.max_events} events or "
@@ -231,14 +239,21 @@ class ConnectionQueue:
     def drain(self) -> list[bytes]:
         """Take the oldest frames, up to one write's worth of bytes (at least one)."""
         budget = self.limits.max_write_bytes
-        out: list[bytes] = []
+        pending = self._pending
+        if not self._backlog and self.pending_bytes <= budget:
+            # Fast path (the common case): everything pending fits one write.
+            out = [frame for _, frame in pending]
+            pending.clear()
+            self.pending_bytes = 0
+            self.pending_updates = 0
+            return self._took(out)
+        out = []
         used = 0
         backlog = self._backlog
         while backlog and (not out or used + len(backlog[0]) <= budget):
             frame = backlog.popleft()
             used += len(frame)
             out.append(frame)
-        pending = self._pending
         while pending and (not out or used + len(pending[0][1]) <= budget):
             offset, frame = pending.popleft()
             used += len(frame)
@@ -246,6 +261,9 @@ class ConnectionQueue:
             if offset:
                 self.pending_updates -= 1
             out.append(frame)
+        return self._took(out)
+
+    def _took(self, out: list[bytes]) -> list[bytes]:
         self.delivered += len(out)
         if self._drained is not None:
             self._drained.set()

@@ -15,6 +15,7 @@ import enum
 import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from eventrouter.server.core import wire
 from eventrouter.server.core.connections import ClientConnection
@@ -53,9 +54,12 @@ class RouterLimits:
     ids: IdRules = DEFAULT_ID_RULES
 
 
-@dataclass(frozen=True, slots=True)
-class EmitResult:
-    """What an emit did: how many connections it was queued to, and where it sits."""
+class EmitResult(NamedTuple):
+    """What an emit did: how many connections it was queued to, and where it sits.
+
+    A tuple rather than a frozen dataclass: one is made per emit, and a frozen
+    dataclass's ``__init__`` measured 3% of a fan-out benchmark's samples.
+    """
 
     reached: int
     duplicate: bool = False

@@ -11,9 +11,12 @@ frames with the generated classes to prove they match the contract.
 from __future__ import annotations
 
 _WIRE_LEN = 2  # length-delimited wire type
+_ONE_BYTE = [bytes((i,)) for i in range(0x80)]
 
 
 def _varint(value: int) -> bytes:
+    if value < 0x80:  # most lengths and tags: one byte
+        return _ONE_BYTE[value]
     out = bytearray()
     while value > 0x7F:
         out.append((value & 0x7F) | 0x80)
