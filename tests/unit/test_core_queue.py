@@ -8,8 +8,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from eventrouter.server.core.connections import UserScopedConnection
 from eventrouter.server.core.queue import CloseReason, ConnectionQueue, QueueLimits
-from tests.support.model import ModelQueue
+from eventrouter.server.core.router import EventRouter, RouterLimits
+from tests.support.model import ModelQueue, update_payload
 
 
 def frame(name: str, size: int = 0) -> bytes:
@@ -182,3 +184,17 @@ def test_queue_matches_the_policy_model(
             assert queue.depth == len(model.items) <= max_events
             assert queue.pending_bytes == model.bytes <= max_bytes
             assert queue.pending_updates == model.pending_updates
+
+
+def test_crowded_queues_are_tracked_once_and_forgotten_with_their_connection() -> None:
+    # An embedding that emits without ever awaiting let_writers_drain() (the
+    # sync API) must not make the router remember a queue once per delivery.
+    router = EventRouter(RouterLimits(queue=QueueLimits(max_events=100)))
+    stalled = UserScopedConnection("u")
+    router.add_connection("u", stalled)
+    for i in range(90):
+        router.emit_update("u", update_payload(f"u{i}"))
+    assert router.crowded
+    assert len(router._crowded) == 1  # one entry, not one per delivery past half full
+    router.remove_connection("u", stalled)
+    assert not router.crowded

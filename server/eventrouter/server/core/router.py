@@ -118,7 +118,10 @@ class EventRouter:
         )
         # Queues a delivery left half full: a caller applying many emits in a
         # row (a batch, a catch-up) awaits let_writers_drain() between them.
-        self._crowded: list[ConnectionQueue] = []
+        # A dict used as an ordered set: a queue is recorded once however many
+        # deliveries find it crowded, and is forgotten when its connection
+        # goes, so an embedding that never drains cannot grow it.
+        self._crowded: dict[ConnectionQueue, None] = {}
         # Called with every connection the router unregisters itself (too slow, closed).
         self.on_connection_closed: Callable[[ClientConnection], None] | None = None
 
@@ -189,6 +192,7 @@ class EventRouter:
         """Unregister; safe to call more than once."""
         if connection.user_id == user_id:
             self.registry.remove(connection)
+            self._forget_crowded(connection)
 
     def get_connections(self, user_id: str) -> list[ClientConnection]:
         """The user's open connections, oldest first."""
@@ -200,8 +204,13 @@ class EventRouter:
         """End one connection: its writer reports ``reason`` to the client."""
         if connection.queue is not None:
             connection.queue.close(reason, message)
+        self._forget_crowded(connection)
         if self.registry.remove(connection) and self.on_connection_closed is not None:
             self.on_connection_closed(connection)
+
+    def _forget_crowded(self, connection: ClientConnection) -> None:
+        if connection.queue is not None:
+            self._crowded.pop(connection.queue, None)
 
     def close_all(self, reason: CloseReason, message: str) -> int:
         """End every connection (shutdown); returns how many were open."""
@@ -339,7 +348,7 @@ class EventRouter:
             if pushed:
                 reached += 1
                 if queue.crowded:
-                    self._crowded.append(queue)
+                    self._crowded[queue] = None
             elif queue.closure is not None and queue.closure.reason is CloseReason.TOO_SLOW:
                 # The queue just closed itself as too slow: stop routing to it.
                 self.stats.closed_too_slow += 1
@@ -361,7 +370,7 @@ class EventRouter:
             if queue.push_ephemeral(frame):
                 reached += 1
                 if queue.crowded:
-                    self._crowded.append(queue)
+                    self._crowded[queue] = None
             self.stats.ephemeral_dropped += queue.dropped_ephemeral - dropped_before
         self.stats.ephemerals_emitted += 1
         self.stats.deliveries += reached
@@ -381,10 +390,10 @@ class EventRouter:
         slow".  A writer stuck on a stalled consumer costs the burst at most
         ``drain_wait_s``; that consumer's queue then overflows and closes.
         """
-        queues, self._crowded = self._crowded, []
+        queues, self._crowded = self._crowded, {}
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.limits.drain_wait_s
-        for queue in dict.fromkeys(queues):
+        for queue in queues:
             while queue.crowded and queue.closure is None:
                 remaining = deadline - loop.time()
                 if remaining <= 0:
