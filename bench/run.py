@@ -196,8 +196,10 @@ def server_cmd(target: str, port: int, broker: str | None, node: int) -> list[st
         if broker:
             cmd += ["--broker", broker, "--node-id", f"bench-node-{node}"]
         return cmd
-    if target == "bare":
-        return [sys.executable, str(BENCH / "bare_server.py"), "--port", str(port)]
+    if target.startswith("bare"):
+        # bare+uvloop: the ceiling on the same event loop as a uvloop eventrouter.
+        uv = ["--uvloop"] if target == "bare+uvloop" else []
+        return [sys.executable, str(BENCH / "bare_server.py"), "--port", str(port), *uv]
     return ["node", str(PEER / "server.mjs"), "--port", str(port)]
 
 

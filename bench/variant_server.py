@@ -13,6 +13,9 @@ Variants:
             allocations (the profile shows ``gc_collect_main`` high in W2).
 ``lean``    smaller per-connection buffers in grpc core: TCP read chunks of 1-8 KiB
             instead of up to 4 MiB, and 1 KiB HPACK tables (W3 memory per stream).
+``uvloop``  run the server on uvloop's event loop instead of asyncio's.
+``malloc``  one glibc malloc arena (``mallopt(M_ARENA_MAX, 1)``) before grpc
+            starts its threads (W3 memory per stream).
 ``yield``   a woken stream writer yields to the event loop once before it
             drains its queue, so the emits already ready to run add to the
             same write (write coalescing; unary Emit sends one event per write).
@@ -27,7 +30,7 @@ from typing import Any
 
 
 def apply(variants: set[str]) -> None:
-    unknown = variants - {"gc", "lean", "yield"}
+    unknown = variants - {"gc", "lean", "yield", "uvloop", "malloc"}
     if unknown:
         raise SystemExit(f"unknown variants: {sorted(unknown)}")
     if "gc" in variants:
@@ -59,6 +62,15 @@ def apply(variants: set[str]) -> None:
             ]
 
         ServerConfig.grpc_options = lean_options  # type: ignore[method-assign]
+    if "uvloop" in variants:
+        import uvloop
+
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    if "malloc" in variants:
+        import ctypes
+
+        m_arena_max = -8
+        ctypes.CDLL("libc.so.6").mallopt(m_arena_max, 1)
     if "yield" in variants:
         from eventrouter.server.core.queue import ConnectionQueue
 

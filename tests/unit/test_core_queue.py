@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from eventrouter.server.core.connections import UserScopedConnection
-from eventrouter.server.core.queue import CloseReason, ConnectionQueue, QueueLimits
+from eventrouter.server.core.queue import CROWDED, CloseReason, ConnectionQueue, QueueLimits
 from eventrouter.server.core.router import EventRouter, RouterLimits
 from tests.support.model import ModelQueue, update_payload
 
@@ -177,7 +177,12 @@ def test_queue_matches_the_policy_model(
         is_update, size = op
         data = frame(str(i), size)[:size] if size >= len(str(i)) else b"." * size
         push = queue.push_update if is_update else queue.push_ephemeral
-        assert push(data) == model.push(is_update, size)
+        pushed = push(data)
+        assert bool(pushed) == model.push(is_update, size)
+        if pushed:
+            # CROWDED exactly when the push left the queue half full or more.
+            half_full = len(model.items) * 2 >= max_events or model.bytes * 2 >= max_bytes
+            assert (pushed == CROWDED) == half_full == queue.crowded
         assert (queue.closure is not None) == model.closed
         assert queue.dropped_ephemeral == model.dropped
         if not model.closed:

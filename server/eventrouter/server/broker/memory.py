@@ -47,11 +47,26 @@ class MemoryBroker(Broker):
         that reads promptly as "too slow".  Yielding only when some queue is
         half full keeps small batches on the fast path.
         """
+        router = self.router
         results = []
         for item in items:
-            results.append(await self._emit_one(item))
-            if self.router.crowded:
-                await self.router.let_writers_drain()
+            # The router directly, not through the async emit_* methods: one
+            # coroutine less per emit, and nothing here awaits.
+            if isinstance(item.payload, events_pb2.UpdatePayload):
+                result = router.accept_update(
+                    item.user_id, item.payload, item.recipient_filter, item.skip_connection_id
+                )
+            else:
+                result = router.accept_ephemeral(
+                    item.user_id,
+                    item.payload,
+                    item.recipient_filter,
+                    item.skip_connection_id,
+                    item.idempotency_key,
+                )
+            results.append(result)
+            if router.crowded:
+                await router.let_writers_drain()
         return results
 
     async def open(

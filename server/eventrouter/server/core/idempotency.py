@@ -8,7 +8,7 @@ also evicted past ``max_entries``, which bounds memory under any emit rate.
 from __future__ import annotations
 
 import time
-from collections import OrderedDict
+from collections import deque
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
@@ -25,7 +25,12 @@ class IdempotencyCache(Generic[T]):
         self.window_s = window_s
         self.max_entries = max_entries
         self._clock = clock
-        self._entries: OrderedDict[tuple[str, str, str], tuple[float, T]] = OrderedDict()
+        self._entries: dict[tuple[str, str, str], tuple[float, T]] = {}
+        # (expiry, key) in the order they were put, which is expiry order (the
+        # window is fixed and the clock monotonic).  A key put again, or dropped
+        # by get() once expired, leaves a stale record here, recognised by its
+        # expiry and skipped; pruning from the left is O(1) per entry.
+        self._expiries: deque[tuple[float, tuple[str, str, str]]] = deque()
 
     def get(self, key: tuple[str, str, str]) -> T | None:
         hit = self._entries.get(key)
@@ -41,17 +46,19 @@ class IdempotencyCache(Generic[T]):
         if self.window_s <= 0:
             return
         now = self._clock()
-        self._entries[key] = (now + self.window_s, value)
-        self._entries.move_to_end(key)
+        expires = now + self.window_s
+        self._entries[key] = (expires, value)
+        self._expiries.append((expires, key))
         self._prune(now)
 
     def _prune(self, now: float) -> None:
+        expiries = self._expiries
         entries = self._entries
-        while entries:
-            key, (expires, _) = next(iter(entries.items()))
-            if expires >= now and len(entries) <= self.max_entries:
-                break
-            del entries[key]
+        while expiries and (expiries[0][0] < now or len(expiries) > self.max_entries):
+            expires, key = expiries.popleft()
+            hit = entries.get(key)
+            if hit is not None and hit[0] == expires:
+                del entries[key]
 
     def __len__(self) -> int:
         return len(self._entries)

@@ -22,6 +22,7 @@ import asyncio
 import enum
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 
@@ -59,6 +60,12 @@ class Closure:
     message: str
 
 
+# What a push returns: falsy when the event was not queued.
+REFUSED = 0
+QUEUED = 1
+CROWDED = 2  # queued, and the queue is now half full or more
+
+
 class ConnectionQueue:
     """Bounded FIFO of encoded frames for one connection (single event loop)."""
 
@@ -71,14 +78,21 @@ class ConnectionQueue:
         "delivered",
         "dropped_ephemeral",
         "limits",
+        "on_dropped",
         "pending_bytes",
         "pending_since",
         "pending_updates",
         "replayed_through",
     )
 
-    def __init__(self, limits: QueueLimits | None = None) -> None:
+    def __init__(
+        self,
+        limits: QueueLimits | None = None,
+        on_dropped: Callable[[int], None] | None = None,
+    ) -> None:
         self.limits = limits or QueueLimits()
+        # Told how many ephemerals were dropped, whenever some are (the router's counter).
+        self.on_dropped = on_dropped
         # (offset, frame) pairs, oldest first; offset 0 marks an ephemeral event.
         self._pending: deque[tuple[int, bytes]] = deque()
         self._backlog: deque[bytes] = deque()
@@ -98,43 +112,78 @@ class ConnectionQueue:
         self.closure: Closure | None = None
 
     # -- producer side ---------------------------------------------------
+    #
+    # push_update and push_ephemeral run once per delivery, so their common
+    # case (room without dropping anything) is written out inline: no helper
+    # calls, one wake-up per empty-to-non-empty change.  They return REFUSED
+    # (0, falsy), QUEUED, or CROWDED when the event left the queue half full,
+    # which tells the router the writer should get a turn before a burst goes on.
 
-    def push_update(self, frame: bytes, offset: int = 0) -> bool:
-        """Queue the update at ``offset``; False when the queue is closed (or closes now: too slow).
+    def push_update(self, frame: bytes, offset: int = 0) -> int:
+        """Queue the update at ``offset``; REFUSED when the queue is closed (or closes now: too slow).
 
         An update the replay already queued counts as queued and is not added again.
         """
         if self.closure is not None:
-            return False
+            return REFUSED
         if offset and offset <= self.replayed_through:
-            return True
+            return QUEUED
         size = len(frame)
-        # Fast path (the common case): room without dropping anything.
-        if (
-            len(self._pending) < self.limits.max_events
-            and self.pending_bytes + size <= self.limits.max_bytes
-        ):
-            self._append(offset or -1, frame)
-            return True
-        if not self._make_room(size):
-            self.close(
-                CloseReason.TOO_SLOW,
-                f"consumer too slow: more than {self.limits.max_events} events or "
-                f"{self.limits.max_bytes} bytes pending; resume from the last position",
-            )
-            return False
-        self._append(offset or -1, frame)
-        return True
+        limits = self.limits
+        count = len(self._pending)
+        nbytes = self.pending_bytes + size
+        if count >= limits.max_events or nbytes > limits.max_bytes:
+            if not self._make_room(size):
+                self.close(
+                    CloseReason.TOO_SLOW,
+                    f"consumer too slow: more than {limits.max_events} events or "
+                    f"{limits.max_bytes} bytes pending; resume from the last position",
+                )
+                return REFUSED
+            count = len(self._pending)
+            nbytes = self.pending_bytes + size
+        if not count:
+            self._became_non_empty()
+        self._pending.append((offset or -1, frame))
+        self.pending_bytes = nbytes
+        self.pending_updates += 1
+        if (count + 1) * 2 >= limits.max_events or nbytes * 2 >= limits.max_bytes:
+            return CROWDED
+        return QUEUED
 
-    def push_ephemeral(self, frame: bytes) -> bool:
-        """Queue an ephemeral event; False when it was dropped or the queue is closed."""
+    def push_ephemeral(self, frame: bytes) -> int:
+        """Queue an ephemeral event; REFUSED when it was dropped or the queue is closed."""
         if self.closure is not None:
-            return False
-        if not self._make_room(len(frame)):
-            self.dropped_ephemeral += 1
-            return False
-        self._append(0, frame)
-        return True
+            return REFUSED
+        size = len(frame)
+        limits = self.limits
+        count = len(self._pending)
+        nbytes = self.pending_bytes + size
+        if count >= limits.max_events or nbytes > limits.max_bytes:
+            if not self._make_room(size):
+                self._dropped(1)
+                return REFUSED
+            count = len(self._pending)
+            nbytes = self.pending_bytes + size
+        if not count:
+            self._became_non_empty()
+        self._pending.append((0, frame))
+        self.pending_bytes = nbytes
+        if (count + 1) * 2 >= limits.max_events or nbytes * 2 >= limits.max_bytes:
+            return CROWDED
+        return QUEUED
+
+    def _became_non_empty(self) -> None:
+        # The writer only ever waits on an empty queue, so waking it when the
+        # first event arrives is enough.
+        if not self._backlog:
+            self.pending_since = time.monotonic()
+        self._wakeup.set()
+
+    def _dropped(self, count: int) -> None:
+        self.dropped_ephemeral += count
+        if self.on_dropped is not None:
+            self.on_dropped(count)
 
     def push_backlog(self, frames: list[bytes], through_offset: int = 0) -> None:
         """Queue replayed history (up to ``through_offset``) ahead of every live event."""
@@ -182,27 +231,19 @@ class ConnectionQueue:
         limits = self.limits
         count = len(self._pending)
         nbytes = self.pending_bytes
+        dropped = 0
         kept: deque[tuple[int, bytes]] = deque()
         for offset, frame in self._pending:
             fits = count < limits.max_events and nbytes + size <= limits.max_bytes
             if offset == 0 and not fits:
                 count -= 1
                 nbytes -= len(frame)
-                self.dropped_ephemeral += 1
+                dropped += 1
                 continue
             kept.append((offset, frame))
         self._pending = kept
         self.pending_bytes = nbytes
-
-    def _append(self, offset: int, frame: bytes) -> None:
-        # offset: > 0 an update at that offset, -1 an update of unknown offset, 0 ephemeral.
-        if not self._pending and not self._backlog:
-            self.pending_since = time.monotonic()
-        self._pending.append((offset, frame))
-        self.pending_bytes += len(frame)
-        if offset:
-            self.pending_updates += 1
-        self._wakeup.set()
+        self._dropped(dropped)
 
     # -- consumer side ---------------------------------------------------
 

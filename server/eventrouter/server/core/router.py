@@ -27,7 +27,7 @@ from eventrouter.server.core.history import (
     ResumeFailure,
 )
 from eventrouter.server.core.idempotency import IdempotencyCache
-from eventrouter.server.core.queue import CloseReason, ConnectionQueue, QueueLimits
+from eventrouter.server.core.queue import CROWDED, CloseReason, ConnectionQueue, QueueLimits
 from eventrouter.server.core.registry import ConnectionRegistry, accepts
 from eventrouter.server.core.validation import (
     DEFAULT_ID_RULES,
@@ -161,7 +161,12 @@ class EventRouter:
         self.limits.ids.check(connection.user_id, "user_id")
         if connection.queue is None:
             connection.queue = ConnectionQueue(self.limits.queue)
+        if connection.queue.on_dropped is None:
+            connection.queue.on_dropped = self._count_dropped
         self.registry.add(connection)
+
+    def _count_dropped(self, count: int) -> None:
+        self.stats.ephemeral_dropped += count
 
     def queue_replay(self, connection: ClientConnection, entries: Sequence[HistoryEntry]) -> int:
         """Queue the history entries this connection would have received live."""
@@ -337,18 +342,17 @@ class EventRouter:
         skip: str | None,
     ) -> int:
         """Queue an encoded update to this node's matching connections; returns how many."""
+        # Once per delivery: kept to a push and a comparison (see ConnectionQueue).
         reached = 0
+        crowded = self._crowded
         for connection in self.registry.select(user_id, target, skip):
             queue = connection.queue
             assert queue is not None
-            # Making room for an update may drop pending ephemerals: count them.
-            dropped_before = queue.dropped_ephemeral
             pushed = queue.push_update(frame, offset)
-            self.stats.ephemeral_dropped += queue.dropped_ephemeral - dropped_before
             if pushed:
                 reached += 1
-                if queue.crowded:
-                    self._crowded[queue] = None
+                if pushed == CROWDED:
+                    crowded[queue] = None
             elif queue.closure is not None and queue.closure.reason is CloseReason.TOO_SLOW:
                 # The queue just closed itself as too slow: stop routing to it.
                 self.stats.closed_too_slow += 1
@@ -362,16 +366,17 @@ class EventRouter:
     ) -> int:
         """Queue an encoded ephemeral event to this node's matching connections."""
         reached = 0
+        crowded = self._crowded
         for connection in self.registry.select(user_id, target, skip):
             queue = connection.queue
             assert queue is not None
-            # Older ephemerals or this one may be dropped to keep the bound.
-            dropped_before = queue.dropped_ephemeral
-            if queue.push_ephemeral(frame):
+            # Older ephemerals or this one may be dropped to keep the bound
+            # (the queue reports drops to _count_dropped).
+            pushed = queue.push_ephemeral(frame)
+            if pushed:
                 reached += 1
-                if queue.crowded:
-                    self._crowded[queue] = None
-            self.stats.ephemeral_dropped += queue.dropped_ephemeral - dropped_before
+                if pushed == CROWDED:
+                    crowded[queue] = None
         self.stats.ephemerals_emitted += 1
         self.stats.deliveries += reached
         return reached

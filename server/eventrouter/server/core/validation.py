@@ -6,7 +6,6 @@ leaves nothing behind: no half-registered connection, no partial delivery.
 
 from __future__ import annotations
 
-import unicodedata
 from dataclasses import dataclass
 
 from eventrouter.server.core.connections import (
@@ -58,7 +57,9 @@ class IdRules:
             raise InvalidArgument(field, "must be non-empty")
         if len(value) > self.max_length:
             raise IdTooLong(field, f"longer than {self.max_length} characters")
-        if not value.isprintable() or any(unicodedata.category(ch) == "Zs" for ch in value):
+        # isprintable() is False for every control, format and separator
+        # character except the ASCII space, which is checked on its own.
+        if not value.isprintable() or " " in value:
             raise InvalidArgument(field, "must not contain whitespace or control characters")
 
 
