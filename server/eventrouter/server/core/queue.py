@@ -71,7 +71,11 @@ class ConnectionQueue:
 
     __slots__ = (
         "_backlog",
+        "_crowd_bytes",
+        "_crowd_count",
         "_drained",
+        "_max_bytes",
+        "_max_events",
         "_pending",
         "_wakeup",
         "closure",
@@ -90,7 +94,13 @@ class ConnectionQueue:
         limits: QueueLimits | None = None,
         on_dropped: Callable[[int], None] | None = None,
     ) -> None:
-        self.limits = limits or QueueLimits()
+        self.limits = limits = limits or QueueLimits()
+        # The limits as plain attributes, and "half full" as thresholds the
+        # length and byte count reach: read once per delivery.
+        self._max_events = limits.max_events
+        self._max_bytes = limits.max_bytes
+        self._crowd_count = (limits.max_events + 1) // 2
+        self._crowd_bytes = (limits.max_bytes + 1) // 2
         # Told how many ephemerals were dropped, whenever some are (the router's counter).
         self.on_dropped = on_dropped
         # (offset, frame) pairs, oldest first; offset 0 marks an ephemeral event.
@@ -129,15 +139,14 @@ class ConnectionQueue:
         if offset and offset <= self.replayed_through:
             return QUEUED
         size = len(frame)
-        limits = self.limits
         count = len(self._pending)
         nbytes = self.pending_bytes + size
-        if count >= limits.max_events or nbytes > limits.max_bytes:
+        if count >= self._max_events or nbytes > self._max_bytes:
             if not self._make_room(size):
                 self.close(
                     CloseReason.TOO_SLOW,
-                    f"consumer too slow: more than {limits.max_events} events or "
-                    f"{limits.max_bytes} bytes pending; resume from the last position",
+                    f"consumer too slow: more than {self._max_events} events or "
+                    f"{self._max_bytes} bytes pending; resume from the last position",
                 )
                 return REFUSED
             count = len(self._pending)
@@ -147,7 +156,7 @@ class ConnectionQueue:
         self._pending.append((offset or -1, frame))
         self.pending_bytes = nbytes
         self.pending_updates += 1
-        if (count + 1) * 2 >= limits.max_events or nbytes * 2 >= limits.max_bytes:
+        if count >= self._crowd_count - 1 or nbytes >= self._crowd_bytes:
             return CROWDED
         return QUEUED
 
@@ -156,10 +165,9 @@ class ConnectionQueue:
         if self.closure is not None:
             return REFUSED
         size = len(frame)
-        limits = self.limits
         count = len(self._pending)
         nbytes = self.pending_bytes + size
-        if count >= limits.max_events or nbytes > limits.max_bytes:
+        if count >= self._max_events or nbytes > self._max_bytes:
             if not self._make_room(size):
                 self._dropped(1)
                 return REFUSED
@@ -169,7 +177,7 @@ class ConnectionQueue:
             self._became_non_empty()
         self._pending.append((0, frame))
         self.pending_bytes = nbytes
-        if (count + 1) * 2 >= limits.max_events or nbytes * 2 >= limits.max_bytes:
+        if count >= self._crowd_count - 1 or nbytes >= self._crowd_bytes:
             return CROWDED
         return QUEUED
 
