@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import cProfile
 import gc
 import statistics
@@ -121,7 +122,7 @@ async def eventrouter_side(workload: Workload) -> tuple[Callable[[], int], list[
                 raise RuntimeError("emit_batch suspended: a queue filled up")
             # The writers' step, for the connections of the users this batch reached.
             for user in touched[i]:
-                for queue in queues[user]:
+                for queue in queues.get(user, ()):
                     if queue.has_pending():
                         frames = queue.drain()
                         delivered += len(frames)
@@ -146,11 +147,9 @@ async def bare_side(workload: Workload) -> Callable[[], int]:
         delivered = 0
         for i, request in enumerate(requests):
             coro = bare.emit_batch(request, context)
-            try:
+            with contextlib.suppress(StopIteration):
                 coro.send(None)
-            except StopIteration:
-                pass
-            for c in (c for user in touched[i] for c in bare.users[user]):
+            for c in (c for user in touched[i] for c in bare.users.get(user, ())):
                 if c.pending:
                     delivered += len(c.pending)
                     b"".join(c.pending)
@@ -190,17 +189,18 @@ async def main_async(args: argparse.Namespace) -> None:
     print(f"{args.workload}: {emits} emits in batches of {BATCH}, {args.rounds} rounds (median)")
     medians = {name: statistics.median(v) for name, v in results.items()}
     for name, seconds in medians.items():
+        delivered = deliveries[name]
+        per_delivery = f"{seconds * 1e6 / delivered:6.3f}" if delivered else "   n/a"
         print(
             f"  {name:12} {seconds * 1e6 / emits:7.2f} µs/emit "
-            f"{seconds * 1e6 / max(deliveries[name], 1):6.3f} µs/delivery "
-            f"({deliveries[name]} deliveries)"
+            f"{per_delivery} µs/delivery ({delivered} deliveries)"
         )
     print(f"  ratio eventrouter/bare: {medians['eventrouter'] / medians['bare']:.2f}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--workload", default="W1", choices=["W1", "W2"])
+    parser.add_argument("--workload", default="W1", choices=["W0", "W1", "W2"])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--profile", default="", help="write a cProfile of the eventrouter side")
     asyncio.run(main_async(parser.parse_args()))

@@ -7,7 +7,7 @@ servicer reads as the request flow only.
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import grpc
@@ -73,11 +73,29 @@ def parsed_or_refused(
 
 
 def emit_response(result: EmitResult) -> pb.EmitResponse:
-    response = pb.EmitResponse(reached=result.reached, duplicate=result.duplicate)
-    if result.offset:
-        response.position.offset = result.offset
-        response.position.epoch = result.epoch
+    response = pb.EmitResponse()
+    fill_emit_response(response, result)
     return response
+
+
+def emit_batch_response(results: Sequence[EmitResult]) -> pb.EmitBatchResponse:
+    # Filled in place: building each EmitResponse first and passing the list
+    # copies every one of them again (measured: 0.99 -> 0.56 µs per result).
+    response = pb.EmitBatchResponse()
+    add = response.results.add
+    for result in results:
+        fill_emit_response(add(), result)
+    return response
+
+
+def fill_emit_response(response: pb.EmitResponse, result: EmitResult) -> None:
+    response.reached = result.reached
+    if result.duplicate:
+        response.duplicate = True
+    if result.offset:
+        position = response.position
+        position.offset = result.offset
+        position.epoch = result.epoch
 
 
 def scope_from_label(label: str) -> rt.ConnectionScope:

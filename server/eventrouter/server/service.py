@@ -42,6 +42,7 @@ from eventrouter.server.edge import (
     RESUME_STATUS,
     abort_auth,
     abort_request_status,
+    emit_batch_response,
     emit_labels,
     emit_response,
     heartbeat_frame,
@@ -345,7 +346,7 @@ class EventRouterService:
             self._count_emits(request.emits, outcome(e))
             await self._abort_request(context, e)
         results = await self._accept(context, request.emits, items)
-        return pb.EmitBatchResponse(results=[emit_response(r) for r in results])
+        return emit_batch_response(results)
 
     async def _accept(
         self, context: Any, requests: Sequence[pb.EmitRequest], items: list[EmitItem]

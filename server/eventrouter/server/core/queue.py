@@ -130,7 +130,7 @@ class ConnectionQueue:
     # which tells the router the writer should get a turn before a burst goes on.
 
     def push_update(self, frame: bytes, offset: int = 0) -> int:
-        """Queue the update at ``offset``; REFUSED when the queue is closed (or closes now: too slow).
+        """Queue the update at ``offset``; REFUSED if the queue is closed or closes now (too slow).
 
         An update the replay already queued counts as queued and is not added again.
         """

@@ -50,7 +50,7 @@ def update_frame(payload: bytes, offset: int, epoch: str) -> bytes:
     Written out field by field (tags 0x0a = field 1, 0x12 = field 2, both
     length-delimited): it runs once per update emitted.
     """
-    position = encode_position(offset, epoch)
+    position = (b"\x08" + _varint(offset) if offset else b"") + _epoch_field(epoch)
     delivery = (
         b"\x0a" + _varint(len(payload)) + payload + b"\x12" + _varint(len(position)) + position
     )
