@@ -121,7 +121,7 @@ $(BENCH_PEER)/node_modules/.installed: $(BENCH_PEER)/package.json $(BENCH_PEER)/
 	cd $(BENCH_PEER) && npm ci --no-audit --no-fund --loglevel=error
 	@touch $@
 
-bench-deps: $(BENCH_STAMP) $(BENCH_PEER)/node_modules/.installed  ## matplotlib and the Socket.IO peer's npm packages
+bench-deps: $(BENCH_STAMP) $(BENCH_PEER)/node_modules/.installed node-deps  ## matplotlib, the Socket.IO peer's npm packages, grpc-js (Node subscribers)
 
 bench: bench-deps  ## full benchmark vs Socket.IO and bare grpc.aio (~8-10 min); results in bench/results/
 	$(PY) bench/run.py $(BENCH_ARGS)

@@ -20,7 +20,8 @@ meaning of them.
 With ``rate`` > 0 the emits are paced: emit ``k`` is sent at ``start +
 k / rate`` (W4).  Protocol (common.py): builds every request and connects,
 says ``ready``, starts on ``go``, says ``done`` with the first send and the
-last reply stamps.
+last reply stamps and ``cpu_s``: this process's CPU (all threads,
+``time.process_time``) from ``go`` to just before saying ``done``.
 """
 
 from __future__ import annotations
@@ -138,6 +139,7 @@ async def produce(spec: dict[str, Any]) -> dict[str, Any]:
     say("ready")
     if await command() != "go":
         raise SystemExit("no go")
+    cpu_start = time.process_time()
     order = iter(range(len(plan)))
     start = time.monotonic()
     first_send = now_us()
@@ -172,6 +174,7 @@ async def produce(spec: dict[str, Any]) -> dict[str, Any]:
         "emits": len(plan),
         "errors": len(errors),
         "first_errors": errors[:5],
+        "cpu_s": time.process_time() - cpu_start,
     }
 
 

@@ -16,7 +16,9 @@ where the payload carries them.  Protocol (see common.py): opens the
 connections stage by stage (``stage`` ... ``next``), says ``ready`` with
 the server-assigned connection ids, then on ``finish PATH`` (expected
 counts per connection) waits until they arrived or progress stalls, writes
-its results and says ``done``.
+its results and says ``done`` with ``cpu_s``: this process's CPU (all
+threads, ``time.process_time``) from saying ``ready`` to just before writing
+the results (the wait for the publisher's start included; it is idle).
 """
 
 from __future__ import annotations
@@ -168,10 +170,12 @@ async def main(spec_path: str) -> None:
             if await command() != "next":
                 return
     say("ready", ids={str(s.index): s.conn_id for s in streams})
+    cpu_start = time.process_time()
     cmd = await command()
     if cmd.startswith("finish "):
         expected = load_json(cmd.split(" ", 1)[1])
         await finish(streams, expected, stats)
+    cpu_s = time.process_time() - cpu_start
     results = {
         "first_recv_us": stats.first_us,
         "last_recv_us": stats.last_us,
@@ -181,7 +185,7 @@ async def main(spec_path: str) -> None:
         },
     }
     dump_json(spec["out"], results)
-    say("done", received=stats.received)
+    say("done", received=stats.received, cpu_s=cpu_s)
     for task in readers:
         task.cancel()
     # Closing thousands of channels one by one takes long and measures nothing:

@@ -33,15 +33,25 @@ NUMERIC = (
     "peak_rss_bytes",
     "bytes_per_stream",
     "duration_s",
+    # The load generators' own CPU (each says it in its `done` line) and cores
+    # (CPU ÷ duration_s) next to the server's: were they, or the machine, the bottleneck?
+    "server_cores",
+    "pub_cpu_s",
+    "pub_cpu_us_per_emit",
+    "pub_cores",
+    "sub_cpu_s",
+    "sub_cpu_us_per_delivery",
+    "sub_cores",
 )
+LABELS = ("pub_client", "sub_client")  # which load generators ran (first run's)
 SUMMED = ("lost", "lost_ephemeral", "duplicated", "misrouted", "producer_errors", "stream_errors")
 
 # (goal id, text, workload, mode, metric, compared with, limit)
 GOALS: list[tuple[str, str, str, str, str, str, float]] = [
     ("cpu_emit_batched_W1", "server CPU per emit, batched producers (W1)", "W1", "batch",
      "cpu_us_per_emit", "socketio", 0.4),
-    ("cpu_emit_batched_W4", "server CPU per emit, batched producers (W4)", "W4", "batch",
-     "cpu_us_per_emit", "socketio", 0.4),
+    ("cpu_emit_batched_W0", "server CPU per emit, batched producers, no recipients (W0)", "W0",
+     "batch", "cpu_us_per_emit", "socketio", 0.4),
     ("cpu_delivery_W1", "server CPU per delivery, W1 fan-out (batched)", "W1", "batch",
      "cpu_us_per_delivery", "socketio", 0.4),
     ("cpu_emit_W2", "server CPU per emit, W2 many users (batched)", "W2", "batch",
@@ -55,6 +65,8 @@ GOALS: list[tuple[str, str, str, str, str, str, float]] = [
     ("router_tax_W1", "router tax: CPU per delivery vs bare grpc.aio (W1, batched)", "W1",
      "batch", "cpu_us_per_delivery", "bare", 1.2),
     ("router_tax_W2", "router tax: CPU per emit vs bare grpc.aio (W2, batched)", "W2", "batch",
+     "cpu_us_per_emit", "bare", 1.2),
+    ("router_tax_W0", "router tax: CPU per emit vs bare grpc.aio (W0, batched)", "W0", "batch",
      "cpu_us_per_emit", "bare", 1.2),
 ]  # fmt: skip
 
@@ -82,6 +94,10 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
             values = [r[metric] for r in rs if metric in r]
             if values:
                 cell[metric] = sum(values)
+        for label in LABELS:
+            names = sorted({r[label] for r in rs if label in r})
+            if names:
+                cell[label] = " / ".join(names)
         cells[key(workload, mode, target)] = cell
     ratios: dict[str, dict[str, float | None]] = {}
     for cell in cells.values():
@@ -223,9 +239,53 @@ def markdown(meta: dict[str, Any], summary: dict[str, Any], profiles: dict[str, 
         " awaited at a time; the Socket.IO producers do the same with acknowledged"
         " `emit` / `emitBatch` events."
     )
+    lines += load_generator_markdown(meta, cells)
     if profiles:
         lines += profile_markdown(profiles)
     return "\n".join(lines) + "\n"
+
+
+def load_generator_markdown(meta: dict[str, Any], cells: dict[str, Any]) -> list[str]:
+    """One row per measured cell: the load generators' CPU next to the server's."""
+    rows = [c for c in cells.values() if c["workload"] != "W3"]
+    if not rows:
+        return []
+    cpus = meta.get("machine", {}).get("cpus")
+    lines = [
+        "",
+        "## Load generators (CPU)",
+        "",
+        "Each load generator measures its own CPU (user + system, all threads: Python"
+        " `time.process_time()`, Node `process.cpuUsage()`): the publisher from `go` to"
+        " its `done`, the subscribers (all their processes added up) from `ready` to"
+        " writing their results. Cores = CPU ÷ the run's duration (first send to last"
+        " delivery), the mean cores used while measuring; server cores likewise from its"
+        f" CPU above. The machine has {cpus} CPUs, shared by all of them: a total near"
+        f" {cpus} cores means it was saturated.",
+        "",
+        "| workload | mode | target | clients | pub µs/emit | pub cores | sub µs/delivery"
+        " | sub cores | server cores | total cores |",
+        "|---|---|---|---|--:|--:|--:|--:|--:|--:|",
+    ]
+    for c in rows:
+        parts = [c.get("server_cores"), c.get("pub_cores"), c.get("sub_cores")]
+        total = sum(parts) if all(p is not None for p in parts) else None
+        lines.append(
+            f"| {c['workload']} | {c['mode']} | {c['target']} | {_clients(c)} "
+            f"| {_f(c.get('pub_cpu_us_per_emit'), 1)} | {_f(c.get('pub_cores'), 2)} "
+            f"| {_f(c.get('sub_cpu_us_per_delivery'), 2)} | {_f(c.get('sub_cores'), 2)} "
+            f"| {_f(c.get('server_cores'), 2)} | {_f(total, 2)} |"
+        )
+    return lines
+
+
+def _clients(cell: dict[str, Any]) -> str:
+    pub, sub = cell.get("pub_client"), cell.get("sub_client")
+    if pub is None and sub is None:
+        return "n/a"
+    if pub == sub:
+        return str(pub)
+    return f"pub {pub or 'n/a'}, sub {sub or 'n/a'}"
 
 
 def profile_markdown(profiles: dict[str, Any]) -> list[str]:
@@ -382,7 +442,7 @@ def chart(summary: dict[str, Any], path: Path) -> bool:
     panels = [
         ("server CPU µs per delivery", "cpu_us_per_delivery", [("W1", "batch"), ("W1", "emit")]),
         ("server CPU µs per emit", "cpu_us_per_emit",
-         [("W2", "batch"), ("W2", "emit"), ("W4", "batch"), ("W4", "emit")]),
+         [("W0", "batch"), ("W2", "batch"), ("W2", "emit"), ("W4", "batch"), ("W4", "emit")]),
         ("W4 latency ms (batched)", None, [("W4", "batch")]),
         ("KiB per idle stream (W3)", "bytes_per_stream", [("W3", "-")]),
     ]  # fmt: skip

@@ -20,8 +20,9 @@ the producer's start and the last delivery), so per-operation costs do not
 depend on what else runs on the machine; throughput; latency measured by the
 subscribers from the publisher's stamp; lost / duplicated / misrouted
 deliveries checked per connection against the routing rule; peak RSS and,
-for W3, bytes per idle stream.  Results: JSON, Markdown and a PNG chart
-(report.py) under bench/results/.
+for W3, bytes per idle stream; and each load generator's own CPU (it says
+it in its ``done`` line), to show they were not the bottleneck.  Results:
+JSON, Markdown and a PNG chart (report.py) under bench/results/.
 """
 
 from __future__ import annotations
@@ -51,7 +52,9 @@ from workloads import FULL, QUICK, Sizes, Workload, build, check, expected_by_co
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 PEER = BENCH / "peers" / "socketio"
+GRPC_NODE_CLIENT = BENCH / "peers" / "grpc" / "client.mjs"
 TARGETS = ("eventrouter", "bare", "socketio")
+CLIENTS = ("python", "node", "node-sub")
 MODES = ("emit", "batch")
 OPEN_TIMEOUT_S = 300.0
 PRODUCE_TIMEOUT_S = 600.0
@@ -66,6 +69,14 @@ def py_spy() -> str | None:
     """py-spy on PATH or next to this interpreter (a venv's bin/)."""
     beside = Path(sys.executable).parent / "py-spy"
     return shutil.which("py-spy") or (str(beside) if beside.exists() else None)
+
+
+def node_grpc_installed() -> bool:
+    """node and the root's @grpc packages (make node-deps), for --clients node / node-sub."""
+    modules = ROOT / "node_modules" / "@grpc"
+    return shutil.which("node") is not None and all(
+        (modules / name).is_dir() for name in ("grpc-js", "proto-loader")
+    )
 
 
 def redis_available() -> bool:
@@ -223,11 +234,31 @@ def servers(target: str, nodes: int, tmp: Path, broker: str | None) -> Iterator[
             node.log.close()
 
 
-def worker_cmd(target: str, role: str, spec: Path) -> list[str]:
+def uses_node(target: str, role: str, clients: str = "python") -> bool:
+    """Whether this role's load generator is a Node.js one.
+
+    ``--clients python``: loadgen_*.py for the gRPC targets; ``node``: both
+    roles peers/grpc/client.mjs; ``node-sub``: Node subscribers with the
+    Python publisher (the project's client library batching). The Socket.IO
+    peer always has its Node clients.
+    """
+    return target == "socketio" or clients == "node" or (clients == "node-sub" and role == "sub")
+
+
+def worker_cmd(target: str, role: str, spec: Path, clients: str = "python") -> list[str]:
     if target == "socketio":
         return ["node", str(PEER / "client.mjs"), role, str(spec)]
+    if uses_node(target, role, clients):
+        return ["node", str(GRPC_NODE_CLIENT), role, str(spec)]
     script = "loadgen_sub.py" if role == "sub" else "loadgen_pub.py"
     return [sys.executable, str(BENCH / script), str(spec)]
+
+
+def client_label(target: str, role: str, clients: str = "python") -> str:
+    """The load generator of a role, as reports name it."""
+    if target == "socketio":
+        return "node socket.io-client"
+    return "node grpc-js" if uses_node(target, role, clients) else "python grpcio"
 
 
 # -- one run ----------------------------------------------------------------------
@@ -280,8 +311,12 @@ def run_one(
     sub_procs: int,
     profile: Path | None = None,
     channel_per: str = "stream",
+    clients: str = "python",
 ) -> RunResult:
     result = RunResult(target, workload.name, mode, rep)
+    result.metrics["sub_client"] = client_label(target, "sub", clients)
+    if not workload.idle:  # W3 has no publisher
+        result.metrics["pub_client"] = client_label(target, "pub", clients)
     run_id = f"{target}-{workload.name}-{mode}-{rep}-{os.getpid()}"
     work = tmp / run_id
     work.mkdir()
@@ -305,7 +340,7 @@ def run_one(
                         "out": str(work / f"sub-{i}.out.json"),
                     },
                 )
-                subs.append(Worker(worker_cmd(target, "sub", spec), work / f"sub-{i}.log"))
+                subs.append(Worker(worker_cmd(target, "sub", spec, clients), work / f"sub-{i}.log"))
             stage_rss: list[tuple[int, int]] = []
             for _ in workload.stages[:-1]:
                 opened = sum(w.expect("stage", OPEN_TIMEOUT_S)["opened"] for w in subs)
@@ -344,7 +379,7 @@ def run_one(
                     "run_id": run_id,
                 },
             )
-            pub = Worker(worker_cmd(target, "pub", pub_spec), work / "pub.log")
+            pub = Worker(worker_cmd(target, "pub", pub_spec, clients), work / "pub.log")
             pub.expect("ready", OPEN_TIMEOUT_S)
             if profile is not None:
                 spy = subprocess.Popen(
@@ -362,8 +397,7 @@ def run_one(
             produced = pub.expect("done", PRODUCE_TIMEOUT_S)
             for w in subs:
                 w.send(f"finish {expected_path}")
-            for w in subs:
-                w.expect("done", FINISH_TIMEOUT_S)
+            finished = [w.expect("done", FINISH_TIMEOUT_S) for w in subs]
             after = [sample(n.proc.pid) for n in nodes]
             threads = thread_cpu(nodes[0].proc.pid)
             result.metrics["server_thread_cpu_s"] = {
@@ -380,7 +414,7 @@ def run_one(
             if spy is not None:
                 spy.send_signal(signal.SIGINT)
                 spy.wait(timeout=60)
-            _measure(result, workload, groups, work, produced, before, after, redis_cpu)
+            _measure(result, workload, groups, work, produced, finished, before, after, redis_cpu)
         except Exception as e:
             result.ok = False
             result.error = f"{type(e).__name__}: {e}"
@@ -414,6 +448,7 @@ def _measure(
     groups: list[tuple[list[dict[str, Any]], list[int]]],
     work: Path,
     produced: dict[str, Any],
+    finished: list[dict[str, Any]],
     before: list[Any],
     after: list[Any],
     redis_cpu: float,
@@ -452,17 +487,22 @@ def _measure(
         duration_s=duration,
         emits_per_s=emits / duration,
         deliveries_per_s=delivered / duration,
-        latency_p50_ms=_percentile(latencies, 0.50) / 1000,
-        latency_p99_ms=_percentile(latencies, 0.99) / 1000,
-        latency_max_ms=(latencies[-1] / 1000) if latencies else 0.0,
         server_cpu_s=cpu,
         server_user_s=sum(a.user_s - b.user_s for a, b in zip(after, before, strict=True)),
         server_sys_s=sum(a.sys_s - b.sys_s for a, b in zip(after, before, strict=True)),
         cpu_us_per_emit=cpu * 1e6 / max(1, emits),
-        cpu_us_per_delivery=cpu * 1e6 / max(1, delivered),
         redis_cpu_s=redis_cpu,
         peak_rss_bytes=sum(a.hwm_bytes for a in after),
     )
+    if delivered:
+        # W0 delivers nothing: no per-delivery cost and no latency to report.
+        result.metrics.update(
+            cpu_us_per_delivery=cpu * 1e6 / delivered,
+            latency_p50_ms=_percentile(latencies, 0.50) / 1000,
+            latency_p99_ms=_percentile(latencies, 0.99) / 1000,
+            latency_max_ms=latencies[-1] / 1000,
+        )
+    _load_generator_cpu(result, produced, finished, duration, emits, delivered)
     if not checked.ok or produced["errors"] or stream_errors:
         result.ok = False
         result.error = (
@@ -470,6 +510,34 @@ def _measure(
             f"{checked.misrouted}, producer errors {produced['errors']}, "
             f"stream errors {len(stream_errors)}"
         )
+
+
+def _load_generator_cpu(
+    result: RunResult,
+    produced: dict[str, Any],
+    finished: list[dict[str, Any]],
+    duration: float,
+    emits: int,
+    delivered: int,
+) -> None:
+    """The load generators' own CPU, as they said it in ``done`` (``cpu_s``).
+
+    Publisher: from ``go`` to its ``done``; subscribers (all processes added
+    up): from their ``ready`` to writing their results. Cores = CPU ÷ the
+    run's duration (first send to last delivery): the mean cores each used.
+    """
+    m = result.metrics
+    m["server_cores"] = m["server_cpu_s"] / duration
+    if "cpu_s" in produced:
+        pub = float(produced["cpu_s"])
+        m.update(
+            pub_cpu_s=pub, pub_cpu_us_per_emit=pub * 1e6 / max(1, emits), pub_cores=pub / duration
+        )
+    if finished and all("cpu_s" in f for f in finished):
+        sub = sum(float(f["cpu_s"]) for f in finished)
+        m.update(sub_cpu_s=sub, sub_cores=sub / duration)
+        if delivered:
+            m["sub_cpu_us_per_delivery"] = sub * 1e6 / delivered
 
 
 # -- the whole benchmark ----------------------------------------------------------
@@ -497,7 +565,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="tiny sizes (the smoke test)")
     parser.add_argument("--out", default=str(BENCH / "results"), help="results folder")
     parser.add_argument("--reps", type=int, default=None, help="rounds (default 3; quick 1)")
-    parser.add_argument("--workloads", default="W1,W2,W3,W4,W5")
+    parser.add_argument("--workloads", default="W0,W1,W2,W3,W4,W5")
     parser.add_argument("--targets", default=",".join(TARGETS))
     parser.add_argument("--modes", default=",".join(MODES))
     parser.add_argument(
@@ -511,9 +579,21 @@ def main(argv: list[str] | None = None) -> int:
         help="gRPC subscribers: one TCP connection per stream (default) or per user",
     )
     parser.add_argument(
+        "--clients",
+        choices=CLIENTS,
+        default="node-sub",
+        help="gRPC targets' load generators: node-sub (default) = Node subscribers with the"
+        " Python publisher (the client library's batching); python = loadgen_*.py; node ="
+        " peers/grpc/client.mjs for both roles",
+    )
+    parser.add_argument(
         "--profile", action="store_true", help="also profile the eventrouter under W1/W2 (py-spy)"
     )
     args = parser.parse_args(argv)
+    if args.clients != "python" and not node_grpc_installed():
+        parser.error(
+            f"--clients {args.clients} needs node and the root node_modules (make node-deps)"
+        )
 
     sizes: Sizes = QUICK if args.quick else FULL
     if args.scale != 1.0:
@@ -539,6 +619,17 @@ def main(argv: list[str] | None = None) -> int:
     if "W5" in names and not redis_available():
         names.remove("W5")
         notes.append("W5 not run: redis-server is not installed")
+    if args.clients == "node":
+        notes.append(
+            "gRPC targets' load generators: Node.js @grpc/grpc-js (bench/peers/grpc/client.mjs,"
+            " `--clients node`) instead of loadgen_sub.py / loadgen_pub.py"
+        )
+    elif args.clients == "node-sub":
+        notes.append(
+            "gRPC targets' subscribers: Node.js @grpc/grpc-js (bench/peers/grpc/client.mjs,"
+            " `--clients node-sub`) instead of loadgen_sub.py; the publisher is still"
+            " loadgen_pub.py (the project's Python client library and its batching)"
+        )
     modes = [m for m in args.modes.split(",") if m]
     workloads = {name: build(name, sizes, args.cluster_nodes) for name in names}
     out = Path(args.out)
@@ -552,7 +643,9 @@ def main(argv: list[str] | None = None) -> int:
         for n, (rep, name, mode, target) in enumerate(runs, 1):
             t0 = time.monotonic()
             procs = 2 if name == "W3" else 1
-            r = run_one(target, workloads[name], mode, rep, tmp, procs, None, args.channel_per)
+            r = run_one(
+                target, workloads[name], mode, rep, tmp, procs, None, args.channel_per, args.clients
+            )
             results.append(r)
             print(
                 f"[{n}/{len(runs)}] {name} {mode:5} {target:11} rep {rep}: "
@@ -561,7 +654,7 @@ def main(argv: list[str] | None = None) -> int:
             )
         profiles: dict[str, Any] = {}
         if args.profile:
-            profiles = run_profiles(workloads, tmp, out)
+            profiles = run_profiles(workloads, tmp, out, args.clients)
     elapsed = time.monotonic() - started
     meta = {
         "command": " ".join([Path(sys.executable).name, "bench/run.py", *sys.argv[1:]]),
@@ -570,6 +663,7 @@ def main(argv: list[str] | None = None) -> int:
         "sizes": _sizes_dict(sizes),
         "elapsed_s": elapsed,
         "notes": notes,
+        "clients": args.clients,
         "machine": _machine(),
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "titles": {name: w.title for name, w in workloads.items()},
@@ -589,11 +683,18 @@ def _brief(r: RunResult) -> str:
         return "FAILED " + r.error
     if "bytes_per_stream" in m:
         return f"{m['streams']} streams, {m['bytes_per_stream'] / 1024:.1f} KiB/stream"
-    return (
+    brief = (
         f"{m['emits_per_s']:.0f} emits/s, {m['deliveries_per_s']:.0f} deliveries/s, "
-        f"{m['cpu_us_per_delivery']:.1f} µs CPU/delivery, "
-        f"p50 {m['latency_p50_ms']:.1f} ms p99 {m['latency_p99_ms']:.1f} ms"
+        f"{m['cpu_us_per_emit']:.1f} µs CPU/emit"
     )
+    if "cpu_us_per_delivery" in m:
+        brief += (
+            f", {m['cpu_us_per_delivery']:.2f} µs CPU/delivery, "
+            f"p50 {m['latency_p50_ms']:.1f} ms p99 {m['latency_p99_ms']:.1f} ms"
+        )
+    if "pub_cores" in m and "sub_cores" in m:
+        brief += f"; pub {m['pub_cores']:.2f} cores, sub {m['sub_cores']:.2f} cores"
+    return brief
 
 
 def _machine() -> dict[str, Any]:
@@ -606,7 +707,9 @@ def _machine() -> dict[str, Any]:
     return {"cpus": os.cpu_count(), "cpu_model": model, "python": sys.version.split()[0]}
 
 
-def run_profiles(workloads: dict[str, Workload], tmp: Path, out: Path) -> dict[str, Any]:
+def run_profiles(
+    workloads: dict[str, Workload], tmp: Path, out: Path, clients: str = "python"
+) -> dict[str, Any]:
     """Profile the eventrouter under W1 and W2 with batched producers (not measured runs)."""
     if py_spy() is None:
         return {"error": "py-spy not installed (pip install py-spy)"}
@@ -615,7 +718,9 @@ def run_profiles(workloads: dict[str, Workload], tmp: Path, out: Path) -> dict[s
         if name not in workloads:
             continue
         raw = out / f"profile-{name}.txt"
-        r = run_one("eventrouter", workloads[name], "batch", 99, tmp, 1, profile=raw)
+        r = run_one(
+            "eventrouter", workloads[name], "batch", 99, tmp, 1, profile=raw, clients=clients
+        )
         if raw.exists():
             found[name] = report.profile_summary(raw.read_text())
             found[name]["run_ok"] = r.ok

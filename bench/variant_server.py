@@ -16,6 +16,9 @@ Variants:
 ``uvloop``  run the server on uvloop's event loop instead of asyncio's.
 ``malloc``  one glibc malloc arena (``mallopt(M_ARENA_MAX, 1)``) before grpc
             starts its threads (W3 memory per stream).
+``linger``  a woken stream writer waits 1 ms before it drains its queue, so
+            the events emitted meanwhile go in the same write (a delivery
+            linger: fewer, larger writes for added latency).
 ``yield``   a woken stream writer yields to the event loop once before it
             drains its queue, so the emits already ready to run add to the
             same write (write coalescing; unary Emit sends one event per write).
@@ -30,7 +33,7 @@ from typing import Any
 
 
 def apply(variants: set[str]) -> None:
-    unknown = variants - {"gc", "lean", "yield", "uvloop", "malloc"}
+    unknown = variants - {"gc", "lean", "yield", "uvloop", "malloc", "linger"}
     if unknown:
         raise SystemExit(f"unknown variants: {sorted(unknown)}")
     if "gc" in variants:
@@ -71,6 +74,16 @@ def apply(variants: set[str]) -> None:
 
         m_arena_max = -8
         ctypes.CDLL("libc.so.6").mallopt(m_arena_max, 1)
+    if "linger" in variants:
+        from eventrouter.server.core.queue import ConnectionQueue
+
+        wait_plain = ConnectionQueue.wait
+
+        async def wait_then_linger(self: ConnectionQueue) -> None:
+            await wait_plain(self)
+            await asyncio.sleep(0.001)
+
+        ConnectionQueue.wait = wait_then_linger  # type: ignore[method-assign]
     if "yield" in variants:
         from eventrouter.server.core.queue import ConnectionQueue
 

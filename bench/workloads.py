@@ -76,6 +76,8 @@ class Workload:
 class Sizes:
     """How big each workload is (the full run and ``--quick`` differ only here)."""
 
+    w0_users: int = 1_000
+    w0_emits: int = 20_000
     w1_emits: int = 20_000
     w2_users: int = 1_000
     w2_emits: int = 20_000
@@ -86,7 +88,31 @@ class Sizes:
 
 
 FULL = Sizes()
-QUICK = Sizes(w1_emits=300, w2_users=40, w2_emits=400, w3_users=20, w3_streams=100, w4_emits=200)
+QUICK = Sizes(
+    w0_users=20,
+    w0_emits=300,
+    w1_emits=300,
+    w2_users=40,
+    w2_emits=400,
+    w3_users=20,
+    w3_streams=100,
+    w4_emits=200,
+)
+
+
+def w0_no_recipients(sizes: Sizes, seed: int = 0) -> Workload:
+    """The emit path alone: updates to users with no connection open (nothing is delivered).
+
+    One connection of another user keeps the subscriber side of the harness
+    the same as in every workload; it receives nothing.
+    """
+    rng = random.Random(seed)
+    conns = [Conn(0, "u-watching", "user")]
+    plan = [
+        Emit(k, f"u{rng.randrange(sizes.w0_users)}", "u", ["all"]) for k in range(sizes.w0_emits)
+    ]
+    title = f"no recipients: {sizes.w0_emits} updates to {sizes.w0_users} users with no connection"
+    return Workload("W0", title, conns, plan)
 
 
 def w1_fanout(sizes: Sizes) -> Workload:
@@ -179,7 +205,13 @@ def w5_cluster(sizes: Sizes, seed: int = 5, nodes: int = 2) -> Workload:
 def build(name: str, sizes: Sizes, cluster_nodes: int = 2) -> Workload:
     if name == "W5":
         return w5_cluster(sizes, nodes=cluster_nodes)
-    makers = {"W1": w1_fanout, "W2": w2_many_users, "W3": w3_idle, "W4": w4_light}
+    makers = {
+        "W0": w0_no_recipients,
+        "W1": w1_fanout,
+        "W2": w2_many_users,
+        "W3": w3_idle,
+        "W4": w4_light,
+    }
     return makers[name](sizes)
 
 

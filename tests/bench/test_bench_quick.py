@@ -28,8 +28,9 @@ NPM_TIMEOUT_S = 180.0
 pytestmark = pytest.mark.timeout(300)
 
 
-def run_quick(out: Path, targets: str, workloads: str) -> dict[str, Any]:
+def run_quick(out: Path, targets: str, workloads: str, clients: str = "python") -> dict[str, Any]:
     args = ["--quick", "--out", str(out), "--targets", targets, "--workloads", workloads]
+    args += ["--clients", clients]
     proc = subprocess.run(
         [sys.executable, str(RUN), *args],
         capture_output=True,
@@ -59,18 +60,32 @@ def assert_exactly_once(document: dict[str, Any], targets: set[str], workloads: 
         assert r["misrouted"] == 0, f"{name}: misrouted {r['misrouted']}"
         assert r["producer_errors"] == 0, f"{name}: {r['first_producer_errors']}"
         assert r["stream_errors"] == 0, f"{name}: {r['first_stream_errors']}"
-        assert r["deliveries"] == r["expected"] > 0, name
+        assert r["deliveries"] == r["expected"], name
+        # W0 routes to users nobody is connected as; every other shape delivers.
+        assert (r["expected"] > 0) == (r["workload"] != "W0"), name
 
 
 def test_eventrouter_and_bare_ceiling_deliver_exactly_once(tmp_path: Path) -> None:
-    workloads = {"W1", "W2", "W4"}
+    workloads = {"W0", "W1", "W2", "W4"}
     if shutil.which("redis-server"):
         workloads.add("W5")  # the same many-users shape over two nodes sharing Redis
     document = run_quick(tmp_path, "eventrouter,bare", ",".join(sorted(workloads)))
-    bare = {"W1", "W2", "W4"}
+    bare = {"W0", "W1", "W2", "W4"}
     assert_exactly_once(document, {"eventrouter"}, workloads)
     assert_exactly_once(document, {"bare"}, bare)
     assert (tmp_path / "latest.md").read_text().startswith("# eventrouter benchmark")
+
+
+def test_node_subscribers_see_exactly_once_too(tmp_path: Path) -> None:
+    # make bench's default load generators: Node subscribers (peers/grpc/client.mjs).
+    require_tool(
+        shutil.which("node") is not None and (ROOT / "node_modules" / "@grpc" / "grpc-js").is_dir(),
+        "node and the root node_modules (make node-deps)",
+    )
+    document = run_quick(tmp_path, "eventrouter,bare", "W1,W2,W4", clients="node-sub")
+    assert_exactly_once(document, {"eventrouter", "bare"}, {"W1", "W2", "W4"})
+    assert {r["sub_client"] for r in document["runs"]} == {"node grpc-js"}
+    assert {r["pub_client"] for r in document["runs"]} == {"python grpcio"}
 
 
 @pytest.fixture
@@ -94,5 +109,5 @@ def socketio_peer() -> None:
 
 @pytest.mark.usefixtures("socketio_peer")
 def test_socketio_peer_delivers_exactly_once(tmp_path: Path) -> None:
-    document = run_quick(tmp_path, "socketio", "W1,W2,W4")
-    assert_exactly_once(document, {"socketio"}, {"W1", "W2", "W4"})
+    document = run_quick(tmp_path, "socketio", "W0,W1,W2,W4")
+    assert_exactly_once(document, {"socketio"}, {"W0", "W1", "W2", "W4"})

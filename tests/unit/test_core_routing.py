@@ -260,11 +260,11 @@ class CountingQueue(ConnectionQueue):
         super().__init__()
         self.offered = 0
 
-    def push_update(self, *args: Any, **kwargs: Any) -> bool:
+    def push_update(self, *args: Any, **kwargs: Any) -> int:
         self.offered += 1
         return super().push_update(*args, **kwargs)
 
-    def push_ephemeral(self, *args: Any, **kwargs: Any) -> bool:
+    def push_ephemeral(self, *args: Any, **kwargs: Any) -> int:
         self.offered += 1
         return super().push_ephemeral(*args, **kwargs)
 

@@ -23,6 +23,13 @@ const spec = JSON.parse(readFileSync(specPath, "utf8"));
 
 const nowUs = () => Number(process.hrtime.bigint() / 1000n);
 const say = (event, fields = {}) => process.stdout.write(JSON.stringify({ event, ...fields }) + "\n");
+// This process's CPU (user + system, all threads) in seconds since `start`
+// (a process.cpuUsage() reading): every load generator reports its own in
+// `done`, so a run shows whether the load generators were the bottleneck.
+const cpuSince = (start) => {
+  const { user, system } = process.cpuUsage(start);
+  return (user + system) / 1e6;
+};
 
 const lines = createInterface({ input: process.stdin });
 const pendingLines = [];
@@ -97,6 +104,7 @@ async function subscribe() {
     }
   }
   say("ready", { ids: Object.fromEntries(streams.map((s) => [String(s.index), s.socket.id])) });
+  const cpuStart = process.cpuUsage(); // from "ready" to just before writing the results
   const cmd = await command();
   if (cmd.startsWith("finish ")) {
     const expected = JSON.parse(readFileSync(cmd.slice(7), "utf8"));
@@ -112,13 +120,14 @@ async function subscribe() {
       await sleep(20);
     }
   }
+  const cpuS = cpuSince(cpuStart);
   const conns = {};
   for (const s of streams) conns[String(s.index)] = { ks: s.ks, lat: s.lats, error: s.error };
   writeFileSync(
     spec.out,
     JSON.stringify({ first_recv_us: stats.first, last_recv_us: stats.last, conns }),
   );
-  say("done", { received: stats.received });
+  say("done", { received: stats.received, cpu_s: cpuS });
   process.exit(0);
 }
 
@@ -200,6 +209,7 @@ async function produce() {
   const plan = spec.plan;
   say("ready");
   if ((await command()) !== "go") process.exit(1);
+  const cpuStart = process.cpuUsage(); // from "go" to just before saying "done"
   let next = 0;
   let errors = 0;
   let lastReply = 0;
@@ -230,6 +240,7 @@ async function produce() {
     emits: plan.length,
     errors,
     first_errors: [],
+    cpu_s: cpuSince(cpuStart),
   });
   process.exit(0);
 }
