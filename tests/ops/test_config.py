@@ -155,6 +155,12 @@ def test_bad_values_name_source_and_field(tmp_path: Path) -> None:
             "config file {path}: keepalive_time_s: must be a finite number, got nan",
         ),
         (
+            ("--event-loop", "trio"),
+            {},
+            "",
+            "flag --event-loop: event_loop: expected one of auto, uvloop, asyncio, got 'trio'",
+        ),
+        (
             ("--metrics-listen", "9464"),
             {},
             "",

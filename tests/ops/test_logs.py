@@ -299,3 +299,18 @@ async def test_server_logfmt_logs_hold_no_token(tmp_path: Path) -> None:
         assert secret not in text
     # The signing secret itself never shows either.
     assert jwks["keys"][0]["k"] not in text
+
+
+@pytest.mark.parametrize(
+    ("choice", "loop"), [("auto", "uvloop"), ("uvloop", "uvloop"), ("asyncio", "asyncio")]
+)
+async def test_server_runs_on_the_event_loop_it_is_told(
+    tmp_path: Path, choice: str, loop: str
+) -> None:
+    # uvloop is in the server extra, so "auto" picks it wherever that is installed.
+    async with server_process(
+        tmp_path, json.loads, "--insecure", "--log-format", "json", "--event-loop", choice
+    ) as server:
+        started = next(json.loads(line)["msg"] for line in server.lines if "listening" in line)
+        assert started.endswith(f"event loop {loop})"), started
+        await server.stop()

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 
-from eventrouter.server.app import serve
+from eventrouter.server.app import run_server
 from eventrouter.server.config import ConfigError, add_serve_arguments, config_from_args
 from eventrouter.server.ops.logs import UserIdHasher, configure_logging
 
@@ -36,7 +35,7 @@ def run(args: argparse.Namespace) -> None:
         sys.exit(f"eventrouter serve: invalid configuration: {e}")
     configure_logging(config, stream=sys.stderr, hasher=hasher)
     try:
-        asyncio.run(serve(config))
+        run_server(config)
     except (ValueError, OSError) as e:
         # Keys file unreadable or too open, TLS files missing, port taken...:
         # a message, not a traceback.

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import importlib.util
 import math
 import os
 import tomllib
@@ -48,6 +49,7 @@ CLIENT_ENV_VARS = frozenset({"EVENTROUTER_TARGET", "EVENTROUTER_TOKEN"})
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("text", "json", "logfmt")
+EVENT_LOOPS = ("auto", "uvloop", "asyncio")
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +100,8 @@ class ServerConfig:
     hash_key_file: str = ""
     metrics_listen: str = "127.0.0.1:9464"
     health_interval_s: float = 1.0
+    # Runtime.
+    event_loop: str = "auto"
 
     def __post_init__(self) -> None:
         problems = validate({f.name: getattr(self, f.name) for f in fields(self)})
@@ -189,6 +193,7 @@ _HELP = {
     "emit_burst_per_service": "events a service may burst above its rate",
     "id_max_length": "longest user, session, machine or connection id accepted",
     "log_format": "text (for a terminal), json or logfmt (one record per line, for collectors)",
+    "event_loop": "auto (uvloop when installed, else asyncio's), uvloop or asyncio",
     "hash_user_ids": "log user ids (and show them on the status page) as a keyed hash"
     " 'u:<16 hex>' instead of in clear",
     "hash_key_file": "file holding the hash key of --hash-user-ids (at least 16 bytes, e.g."
@@ -225,6 +230,10 @@ def _field_types() -> dict[str, type]:
 def _host_port(value: str) -> bool:
     host, sep, port = value.rpartition(":")
     return bool(sep and host and port.isdigit() and 0 <= int(port) <= 65535)
+
+
+def uvloop_installed() -> bool:
+    return importlib.util.find_spec("uvloop") is not None
 
 
 def validate(values: Mapping[str, Any]) -> list[Problem]:
@@ -302,6 +311,17 @@ def validate(values: Mapping[str, Any]) -> list[Problem]:
             v["log_level"].lower() in LOG_LEVELS,
             ("log_level",),
             f"expected one of {', '.join(LOG_LEVELS)}, got {v['log_level']!r}",
+        )
+    if "event_loop" in v:
+        check(
+            v["event_loop"] in EVENT_LOOPS,
+            ("event_loop",),
+            f"expected one of {', '.join(EVENT_LOOPS)}, got {v['event_loop']!r}",
+        )
+        check(
+            v["event_loop"] != "uvloop" or uvloop_installed(),
+            ("event_loop",),
+            "uvloop is not installed (pip install 'eventrouter[server]'; not on Windows)",
         )
     if "log_format" in v:
         check(
