@@ -1,6 +1,6 @@
 """The router's own Python work per emit and per delivery, without gRPC, beside the bare one.
 
-Usage: ``python bench/micro.py [--workload W1|W2] [--rounds N] [--profile FILE]``.
+Usage: ``python bench/micro.py [--workload W0|W1|W2] [--rounds N] [--profile FILE] [--quick]``.
 
 ``make bench`` measures whole servers; this isolates what the router adds
 (the "router tax") so a change to the core can be judged in seconds.  Both
@@ -34,7 +34,7 @@ from typing import Any
 from bare_server import Bare
 from bare_server import Conn as BareConn
 from loadgen_pub import Requests
-from workloads import Sizes, Workload, build
+from workloads import FULL, QUICK, Workload, build, expected_by_conn
 
 from eventrouter.server.app import RouterServer
 from eventrouter.server.config import ServerConfig
@@ -171,8 +171,9 @@ def timed(run: Callable[[], int]) -> tuple[float, int]:
 
 
 async def main_async(args: argparse.Namespace) -> None:
-    workload = build(args.workload, Sizes())
+    workload = build(args.workload, QUICK if args.quick else FULL)
     emits = len(workload.plan)
+    expected = sum(len(ks) for ks in expected_by_conn(workload))
     results: dict[str, list[float]] = {"eventrouter": [], "bare": []}
     deliveries: dict[str, int] = {}
     for _ in range(args.rounds):
@@ -196,12 +197,17 @@ async def main_async(args: argparse.Namespace) -> None:
             f"{per_delivery} µs/delivery ({delivered} deliveries)"
         )
     print(f"  ratio eventrouter/bare: {medians['eventrouter'] / medians['bare']:.2f}")
+    # Both sides must have done the same work: what the routing rule calls for.
+    wrong = {name: n for name, n in deliveries.items() if n != expected}
+    if wrong:
+        raise SystemExit(f"deliveries differ from the routing rule's {expected}: {wrong}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workload", default="W1", choices=["W0", "W1", "W2"])
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--quick", action="store_true", help="tiny sizes (the smoke test)")
     parser.add_argument("--profile", default="", help="write a cProfile of the eventrouter side")
     asyncio.run(main_async(parser.parse_args()))
 

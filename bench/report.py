@@ -154,7 +154,8 @@ def markdown(meta: dict[str, Any], summary: dict[str, Any], profiles: dict[str, 
         "",
         f"Command: `{meta['command']}` — {meta['started_at']}, {meta['elapsed_s']:.0f} s,"
         f" {meta['reps']} round(s), medians over rounds. Machine: {meta['machine']['cpus']}"
-        f" CPUs ({meta['machine']['cpu_model']}), Python {meta['machine']['python']}."
+        f" CPUs ({meta['machine']['cpu_model']}), Python {meta['machine']['python']}"
+        f" (servers: {meta['machine'].get('server_python') or meta['machine']['python']})."
         " Server and load generators share these CPUs; server CPU is user+system time of"
         " the server process (all threads) from /proc, from the producer's start to the"
         " last delivery. The eventrouter runs with `--insecure` (benchmark setting).",
@@ -201,7 +202,7 @@ def markdown(meta: dict[str, Any], summary: dict[str, Any], profiles: dict[str, 
     if w5:
         lines += [
             "",
-            "W5 server CPU is the sum of both nodes; Redis CPU is separate: "
+            "W5 server CPU is the sum of the nodes; Redis CPU is separate: "
             + ", ".join(
                 f"{c['mode']}: {_f(c.get('redis_cpu_s'), 2)} s Redis vs"
                 f" {_f(c.get('server_cpu_s'), 2)} s nodes"

@@ -56,6 +56,8 @@ GRPC_NODE_CLIENT = BENCH / "peers" / "grpc" / "client.mjs"
 TARGETS = ("eventrouter", "bare", "socketio")
 CLIENTS = ("python", "node", "node-sub")
 MODES = ("emit", "batch")
+# The interpreter of the Python servers (--server-python): the project installed in it.
+SERVER_PYTHON = [sys.executable]
 OPEN_TIMEOUT_S = 300.0
 PRODUCE_TIMEOUT_S = 600.0
 FINISH_TIMEOUT_S = 200.0
@@ -191,9 +193,9 @@ def server_cmd(target: str, port: int, broker: str | None, node: int) -> list[st
     if target.startswith("eventrouter"):
         # eventrouter+VARIANT+...: the same server with candidate optimizations patched in.
         _, *variants = target.split("+")
-        cmd = [sys.executable, "-m", "eventrouter.server"]
+        cmd = [SERVER_PYTHON[0], "-m", "eventrouter.server"]
         if variants:
-            cmd = [sys.executable, str(BENCH / "variant_server.py"), ",".join(variants)]
+            cmd = [SERVER_PYTHON[0], str(BENCH / "variant_server.py"), ",".join(variants)]
         cmd += [
             "--listen",
             f"127.0.0.1:{port}",
@@ -210,7 +212,7 @@ def server_cmd(target: str, port: int, broker: str | None, node: int) -> list[st
     if target.startswith("bare"):
         # bare+uvloop: the ceiling on the same event loop as a uvloop eventrouter.
         uv = ["--uvloop"] if target == "bare+uvloop" else []
-        return [sys.executable, str(BENCH / "bare_server.py"), "--port", str(port), *uv]
+        return [SERVER_PYTHON[0], str(BENCH / "bare_server.py"), "--port", str(port), *uv]
     return ["node", str(PEER / "server.mjs"), "--port", str(port)]
 
 
@@ -587,9 +589,16 @@ def main(argv: list[str] | None = None) -> int:
         " peers/grpc/client.mjs for both roles",
     )
     parser.add_argument(
+        "--server-python",
+        default=sys.executable,
+        help="interpreter for the eventrouter and bare servers (another Python version's venv"
+        " with the project installed); default: this one",
+    )
+    parser.add_argument(
         "--profile", action="store_true", help="also profile the eventrouter under W1/W2 (py-spy)"
     )
     args = parser.parse_args(argv)
+    SERVER_PYTHON[0] = args.server_python
     if args.clients != "python" and not node_grpc_installed():
         parser.error(
             f"--clients {args.clients} needs node and the root node_modules (make node-deps)"
@@ -704,7 +713,18 @@ def _machine() -> dict[str, Any]:
             if line.startswith("model name"):
                 model = line.split(":", 1)[1].strip()
                 break
-    return {"cpus": os.cpu_count(), "cpu_model": model, "python": sys.version.split()[0]}
+    server_python = subprocess.run(
+        [SERVER_PYTHON[0], "-c", "import sys; print(sys.version.split()[0])"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.strip()
+    return {
+        "cpus": os.cpu_count(),
+        "cpu_model": model,
+        "python": sys.version.split()[0],
+        "server_python": server_python,
+    }
 
 
 def run_profiles(

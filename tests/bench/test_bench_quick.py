@@ -111,3 +111,19 @@ def socketio_peer() -> None:
 def test_socketio_peer_delivers_exactly_once(tmp_path: Path) -> None:
     document = run_quick(tmp_path, "socketio", "W0,W1,W2,W4")
     assert_exactly_once(document, {"socketio"}, {"W0", "W1", "W2", "W4"})
+
+
+@pytest.mark.parametrize("workload", ["W0", "W1", "W2"])
+def test_micro_benchmark_sides_do_the_routing_rules_work(workload: str) -> None:
+    # bench/micro.py exits non-zero unless both sides delivered what the rule says.
+    args = ["--quick", "--rounds", "1", "--workload", workload]
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "micro.py"), *args],
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT_S,
+        cwd=ROOT,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "ratio eventrouter/bare" in proc.stdout
