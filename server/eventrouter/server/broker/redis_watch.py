@@ -125,8 +125,7 @@ def plan_replay(
     replay = []
     for e in run:
         target, skip = decode_route(e.route)
-        frame = wire.update_frame(e.payload, e.offset, epoch)
-        replay.append(HistoryEntry(e.offset, e.stored_ms / 1000, frame, target, skip))
+        replay.append(HistoryEntry(e.offset, e.stored_ms / 1000, e.payload, epoch, target, skip))
     return ResumeStatus.RESUMED, None, tuple(replay)
 
 

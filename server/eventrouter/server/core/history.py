@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
+from eventrouter.server.core import wire
 from eventrouter.server.core.filters import RecipientFilter
 
 
@@ -39,14 +40,24 @@ class HistoryLimits:
 
 
 class HistoryEntry(NamedTuple):
-    """One numbered update as kept for replay (a tuple: one is made per emit)."""
+    """One numbered update as kept for replay (a tuple: one is made per emit).
+
+    It keeps the serialized ``UpdatePayload``, not the stream frame: the frame
+    is built when a live delivery or a replay needs it, so an update for a
+    user with no connection open costs no encoding.
+    """
 
     offset: int
     stored_at: float
-    frame: bytes
+    payload: bytes
+    epoch: str
     # Kept so that a replay reaches exactly the connections live delivery would.
     recipient_filter: RecipientFilter
     skip_connection_id: str | None
+
+    def frame(self) -> bytes:
+        """The ``SubscribeResponse.events`` element that delivers this update."""
+        return wire.update_frame(self.payload, self.offset, self.epoch)
 
 
 class ResumeFailure(enum.Enum):
@@ -98,20 +109,16 @@ class MemoryHistory:
     def append(
         self,
         user_id: str,
-        build_frame: Callable[[int, str], bytes],
+        payload: bytes,
         recipient_filter: RecipientFilter,
         skip_connection_id: str | None,
     ) -> HistoryEntry:
-        """Number the next update and keep it; ``build_frame(offset, epoch)`` encodes it."""
+        """Number the next update (a serialized ``UpdatePayload``) and keep it."""
         stream = self.stream(user_id)
         now = self._clock()
         stream.head += 1
         entry = HistoryEntry(
-            stream.head,
-            now,
-            build_frame(stream.head, stream.epoch),
-            recipient_filter,
-            skip_connection_id,
+            stream.head, now, payload, stream.epoch, recipient_filter, skip_connection_id
         )
         stream.last_append = now
         if self.limits.max_updates:

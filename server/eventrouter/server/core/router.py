@@ -173,7 +173,7 @@ class EventRouter:
         if not entries:
             return 0
         assert connection.queue is not None
-        frames = [e.frame for e in entries if self._replay_reaches(e, connection)]
+        frames = [e.frame() for e in entries if self._replay_reaches(e, connection)]
         connection.queue.push_backlog(frames, through_offset=entries[-1].offset)
         return len(frames)
 
@@ -276,15 +276,11 @@ class EventRouter:
         if earlier is not None:
             self.stats.duplicates += 1
             return EmitResult(earlier.reached, True, earlier.offset, earlier.epoch)
-        data = payload.SerializeToString()
-        entry = self.history.append(
-            user_id,
-            lambda offset, epoch: wire.update_frame(data, offset, epoch),
-            target,
-            skip,
-        )
-        reached = self.deliver_update(user_id, entry.offset, entry.frame, target, skip)
-        result = EmitResult(reached, False, entry.offset, self.history.stream(user_id).epoch)
+        entry = self.history.append(user_id, payload.SerializeToString(), target, skip)
+        # No connection of the user here: nothing to encode (a replay will).
+        frame = entry.frame() if self.registry.has_user(user_id) else b""
+        reached = self.deliver_update(user_id, entry.offset, frame, target, skip)
+        result = EmitResult(reached, False, entry.offset, entry.epoch)
         self._recent.put(key, result)
         return result
 
