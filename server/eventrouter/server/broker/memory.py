@@ -17,6 +17,23 @@ from eventrouter.server.core.router import EmitResult, OpenResult
 from eventrouter.v1 import events_pb2
 
 
+def _run_end(items: Sequence[EmitItem], start: int) -> int:
+    """End of the run of updates at ``start`` sharing its user, filter and skip."""
+    first = items[start]
+    if not isinstance(first.payload, events_pb2.UpdatePayload):
+        return start + 1
+    stop = start + 1
+    while (
+        stop < len(items)
+        and isinstance(items[stop].payload, events_pb2.UpdatePayload)
+        and items[stop].user_id == first.user_id
+        and items[stop].skip_connection_id == first.skip_connection_id
+        and items[stop].recipient_filter == first.recipient_filter
+    ):
+        stop += 1
+    return stop
+
+
 class MemoryBroker(Broker):
     async def emit_update(
         self,
@@ -45,8 +62,40 @@ class MemoryBroker(Broker):
         A batch is applied without yielding, so without this a batch carrying
         more events for a user than a queue holds would close even a subscriber
         that reads promptly as "too slow".  Yielding only when some queue is
-        half full keeps small batches on the fast path.
+        half full keeps small batches on the fast path.  Consecutive updates
+        to one user with one filter and skip go to the router as a run
+        (``accept_update_run``), queued to each recipient in one step.
         """
+        router = self.router
+        results: list[EmitResult] = []
+        start, end = 0, len(items)
+        while start < end:
+            stop = _run_end(items, start)
+            if stop - start >= 2:
+                first = items[start]
+                done = router.accept_update_run(
+                    first.user_id,
+                    [
+                        item.payload
+                        for item in items[start:stop]
+                        if isinstance(item.payload, events_pb2.UpdatePayload)  # all are (_run_end)
+                    ],
+                    first.recipient_filter,
+                    first.skip_connection_id,
+                )
+                if not done:
+                    # A recipient is filling up: one by one, with turns for the writers.
+                    done = await self._one_by_one(items[start:stop])
+                results += done
+                start += len(done)
+            else:
+                results += await self._one_by_one(items[start : start + 1])
+                start += 1
+            if router.crowded:
+                await router.let_writers_drain()
+        return results
+
+    async def _one_by_one(self, items: Sequence[EmitItem]) -> list[EmitResult]:
         router = self.router
         results = []
         for item in items:

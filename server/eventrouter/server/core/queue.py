@@ -181,6 +181,28 @@ class ConnectionQueue:
             return CROWDED
         return QUEUED
 
+    def takes_run(self, count: int, nbytes: int) -> bool:
+        """Whether ``count`` more updates of ``nbytes`` leave this queue open and under half full.
+
+        Then ``push_run`` can queue them in one step with exactly the outcome
+        of pushing them one by one: nothing dropped, nothing closed, no turn
+        owed to the writer.
+        """
+        return (
+            self.closure is None
+            and not self.replayed_through
+            and len(self._pending) + count < self._crowd_count
+            and self.pending_bytes + nbytes < self._crowd_bytes
+        )
+
+    def push_run(self, items: list[tuple[int, bytes]], nbytes: int) -> None:
+        """Queue the (offset, frame) updates ``takes_run`` accepted; ``nbytes``: their size."""
+        if not self._pending:
+            self._became_non_empty()
+        self._pending.extend(items)
+        self.pending_bytes += nbytes
+        self.pending_updates += len(items)
+
     def _became_non_empty(self) -> None:
         # The writer only ever waits on an empty queue, so waking it when the
         # first event arrives is enough.

@@ -101,6 +101,11 @@ class RouterStats:
 
 
 FilterInput = RecipientFilter | routing_pb2.RecipientFilter | None
+
+# At most this many bytes, besides the epoch, wrap a payload into a stream
+# frame (see wire.update_frame): four 1-byte tags with 5-byte lengths, the
+# offset's tag and 10-byte varint, the epoch's tag and 2-byte length.
+_FRAME_OVERHEAD = 4 * (1 + 5) + (1 + 10) + (1 + 2)
 SkipInput = ClientConnection | str | None
 
 
@@ -283,6 +288,63 @@ class EventRouter:
         result = EmitResult(reached, False, entry.offset, entry.epoch)
         self._recent.put(key, result)
         return result
+
+    def accept_update_run(
+        self,
+        user_id: str,
+        payloads: Sequence[events_pb2.UpdatePayload],
+        target: RecipientFilter,
+        skip: str | None,
+    ) -> list[EmitResult]:
+        """``accept_update`` for consecutive updates with one user, filter and skip.
+
+        A burst to one user (a session streaming messages, an EmitBatch) is
+        queued to each recipient in one step instead of one push per update
+        and recipient.  It takes the longest prefix of ``payloads`` whose ids
+        are new, provided no recipient's queue would be left half full (the
+        one-by-one path lets writers drain there); that prefix gets exactly
+        the numbering, results and queue contents ``accept_update`` would
+        give it one at a time.  Returns the prefix's results: empty when the
+        caller should go one by one.
+        """
+        seen: set[str] = set()
+        run: list[events_pb2.UpdatePayload] = []
+        recent = self._recent
+        for payload in payloads:
+            if payload.id in seen or recent.get((user_id, "u", payload.id)) is not None:
+                break
+            seen.add(payload.id)
+            run.append(payload)
+        if len(run) < 2:
+            return []
+        recipients = self.registry.select(user_id, target, skip)
+        queues = [c.queue for c in recipients if c.queue is not None]
+        count = len(run)
+        if any(not q.takes_run(count, 0) for q in queues):
+            return []
+        datas = [p.SerializeToString() for p in run]
+        if queues:
+            # An upper bound of the frames' size before they are numbered:
+            # the payload plus tags, lengths, the offset and the epoch.
+            overhead = _FRAME_OVERHEAD + len(self.history.stream(user_id).epoch)
+            bound = sum(len(d) for d in datas) + overhead * count
+            if any(not q.takes_run(count, bound) for q in queues):
+                return []
+        entries = [self.history.append(user_id, d, target, skip) for d in datas]
+        if queues:
+            items = [(e.offset, e.frame()) for e in entries]
+            nbytes = sum(len(frame) for _, frame in items)
+            for queue in queues:
+                queue.push_run(items, nbytes)
+        reached = len(queues)
+        self.stats.updates_emitted += count
+        self.stats.deliveries += reached * count
+        results = []
+        for payload, entry in zip(run, entries, strict=True):
+            result = EmitResult(reached, False, entry.offset, entry.epoch)
+            recent.put((user_id, "u", payload.id), result)
+            results.append(result)
+        return results
 
     def emit_ephemeral(
         self,
