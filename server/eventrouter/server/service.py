@@ -372,18 +372,16 @@ class EventRouterService:
             request.recipient_filter if request.HasField("recipient_filter") else None
         )
         skip = request.skip_connection_id or None
+        # Each read of a string or message field builds a new Python object: once each.
+        user_id = request.user_id
         if kind == "update":
-            target = self.router.check_update(
-                request.user_id, request.update, recipient_filter, field
-            )
-            return EmitItem(request.user_id, request.update, target, skip)
+            update = request.update
+            target = self.router.check_update(user_id, update, recipient_filter, field)
+            return EmitItem(user_id, update, target, skip)
         if kind == "ephemeral":
-            target = self.router.check_ephemeral(
-                request.user_id, request.ephemeral, recipient_filter, field
-            )
-            return EmitItem(
-                request.user_id, request.ephemeral, target, skip, request.idempotency_key or None
-            )
+            ephemeral = request.ephemeral
+            target = self.router.check_ephemeral(user_id, ephemeral, recipient_filter, field)
+            return EmitItem(user_id, ephemeral, target, skip, request.idempotency_key or None)
         self.router.limits.ids.check(request.user_id, f"{field}user_id")
         raise InvalidArgument(f"{field}payload", "required: set update or ephemeral")
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import abc
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from eventrouter.server.core.connections import ClientConnection
 from eventrouter.server.core.filters import RecipientFilter
@@ -36,9 +37,12 @@ class ConnectionRecord:
     node_id: str
 
 
-@dataclass(frozen=True, slots=True)
-class EmitItem:
-    """One validated emit: an update, or an ephemeral with its optional idempotency key."""
+class EmitItem(NamedTuple):
+    """One validated emit: an update, or an ephemeral with its optional idempotency key.
+
+    A tuple rather than a frozen dataclass: one is made per emit, and a frozen
+    dataclass's ``__init__`` showed in the fan-out profile.
+    """
 
     user_id: str
     payload: events_pb2.UpdatePayload | events_pb2.EphemeralPayload

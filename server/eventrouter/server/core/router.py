@@ -33,6 +33,7 @@ from eventrouter.server.core.validation import (
     DEFAULT_ID_RULES,
     IdRules,
     InvalidArgument,
+    RequestError,
     check_size,
     filter_from_proto,
     validate_ephemeral,
@@ -239,10 +240,14 @@ class EventRouter:
         field: str = "",
     ) -> RecipientFilter:
         """Validate an update emit without changing any state; returns its filter."""
-        self.limits.ids.check(user_id, f"{field}user_id")
-        validate_update(payload, f"{field}update")
-        check_size(payload.ByteSize(), self.limits.max_event_bytes, f"{field}update")
-        return self._filter(recipient_filter, field)
+        # Field paths are prefixed only when something is refused: this runs per emit.
+        try:
+            self.limits.ids.check(user_id, "user_id")
+            validate_update(payload, "update")
+            check_size(payload.ByteSize(), self.limits.max_event_bytes, "update")
+            return self._filter(recipient_filter)
+        except RequestError as e:
+            raise e.under(field) if field else e from None
 
     def check_ephemeral(
         self,
@@ -252,10 +257,13 @@ class EventRouter:
         field: str = "",
     ) -> RecipientFilter:
         """Validate an ephemeral emit without changing any state; returns its filter."""
-        self.limits.ids.check(user_id, f"{field}user_id")
-        validate_ephemeral(payload, f"{field}ephemeral")
-        check_size(payload.ByteSize(), self.limits.max_event_bytes, f"{field}ephemeral")
-        return self._filter(recipient_filter, field)
+        try:
+            self.limits.ids.check(user_id, "user_id")
+            validate_ephemeral(payload, "ephemeral")
+            check_size(payload.ByteSize(), self.limits.max_event_bytes, "ephemeral")
+            return self._filter(recipient_filter)
+        except RequestError as e:
+            raise e.under(field) if field else e from None
 
     def emit_update(
         self,
@@ -307,13 +315,14 @@ class EventRouter:
         give it one at a time.  Returns the prefix's results: empty when the
         caller should go one by one.
         """
-        seen: set[str] = set()
+        keys: dict[tuple[str, str, str], None] = {}
         run: list[events_pb2.UpdatePayload] = []
         recent = self._recent
         for payload in payloads:
-            if payload.id in seen or recent.get((user_id, "u", payload.id)) is not None:
+            key = (user_id, "u", payload.id)
+            if key in keys or recent.get(key) is not None:
                 break
-            seen.add(payload.id)
+            keys[key] = None
             run.append(payload)
         if len(run) < 2:
             return []
@@ -340,9 +349,9 @@ class EventRouter:
         self.stats.updates_emitted += count
         self.stats.deliveries += reached * count
         results = []
-        for payload, entry in zip(run, entries, strict=True):
+        for key, entry in zip(keys, entries, strict=True):
             result = EmitResult(reached, False, entry.offset, entry.epoch)
-            recent.put((user_id, "u", payload.id), result)
+            recent.put(key, result)
             results.append(result)
         return results
 

@@ -33,6 +33,10 @@ class RequestError(ValueError):
         self.field = field
         self.detail = message
 
+    def under(self, prefix: str) -> RequestError:
+        """The same refusal, its field path under ``prefix`` (e.g. ``emits[3].``)."""
+        return type(self)(prefix + self.field, self.detail)
+
 
 class InvalidArgument(RequestError):
     """Malformed or semantically wrong input (gRPC INVALID_ARGUMENT)."""
