@@ -83,40 +83,35 @@ class MemoryBroker(Broker):
                     first.recipient_filter,
                     first.skip_connection_id,
                 )
-                if not done:
-                    # A recipient is filling up: one by one, with turns for the writers.
-                    done = await self._one_by_one(items[start:stop])
-                results += done
-                start += len(done)
-            else:
-                results += await self._one_by_one(items[start : start + 1])
-                start += 1
-            if router.crowded:
-                await router.let_writers_drain()
+                if done:
+                    results += done
+                    start += len(done)
+                    if router.crowded:
+                        await router.let_writers_drain()
+                    continue
+            # A single emit, or a run that a filling queue sends one by one,
+            # with a turn for the writers whenever a queue is half full.
+            for item in items[start:stop]:
+                results.append(self._accept_one(item))
+                if router.crowded:
+                    await router.let_writers_drain()
+            start = stop
         return results
 
-    async def _one_by_one(self, items: Sequence[EmitItem]) -> list[EmitResult]:
-        router = self.router
-        results = []
-        for item in items:
-            # The router directly, not through the async emit_* methods: one
-            # coroutine less per emit, and nothing here awaits.
-            if isinstance(item.payload, events_pb2.UpdatePayload):
-                result = router.accept_update(
-                    item.user_id, item.payload, item.recipient_filter, item.skip_connection_id
-                )
-            else:
-                result = router.accept_ephemeral(
-                    item.user_id,
-                    item.payload,
-                    item.recipient_filter,
-                    item.skip_connection_id,
-                    item.idempotency_key,
-                )
-            results.append(result)
-            if router.crowded:
-                await router.let_writers_drain()
-        return results
+    def _accept_one(self, item: EmitItem) -> EmitResult:
+        # The router directly, not through the async emit_* methods: no
+        # coroutine per emit, and nothing here awaits.
+        if isinstance(item.payload, events_pb2.UpdatePayload):
+            return self.router.accept_update(
+                item.user_id, item.payload, item.recipient_filter, item.skip_connection_id
+            )
+        return self.router.accept_ephemeral(
+            item.user_id,
+            item.payload,
+            item.recipient_filter,
+            item.skip_connection_id,
+            item.idempotency_key,
+        )
 
     async def open(
         self, connection: ClientConnection, resume_from: tuple[int, str] | None
