@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from eventrouter.server.core.connections import ClientConnection
@@ -310,3 +312,23 @@ def test_ephemeral_idempotency_key(key: str | None) -> None:
     assert queue is not None
     frames = queue.drain()
     assert len(frames) == (1 if key else 2)
+
+
+def test_epochs_are_unique_and_a_forked_child_draws_its_own() -> None:
+    from eventrouter.server.core.history import new_epoch
+
+    epochs = {new_epoch() for _ in range(50_000)}
+    assert len(epochs) == 50_000
+    assert all(len(e) == 12 and int(e, 16) >= 0 for e in list(epochs)[:100])
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report the epochs it would propose next
+        os.write(write, " ".join(new_epoch() for _ in range(1000)).encode())
+        os._exit(0)
+    os.close(write)
+    with os.fdopen(read) as pipe:
+        child = set(pipe.read().split())
+    os.waitpid(pid, 0)
+    mine = {new_epoch() for _ in range(1000)}
+    assert len(child) == 1000
+    assert not child & (mine | epochs)  # a copied counter would repeat the parent's

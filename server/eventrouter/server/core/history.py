@@ -16,6 +16,8 @@ connections, which bounds memory by the emit rate times the age limit.
 from __future__ import annotations
 
 import enum
+import itertools
+import os
 import secrets
 import time
 from collections import deque
@@ -66,8 +68,29 @@ class ResumeFailure(enum.Enum):
     UNKNOWN_POSITION = "unknown_position"
 
 
-def new_epoch() -> str:
-    return secrets.token_hex(6)
+class _EpochSource:
+    """Unique 12-hex-digit epochs: a random 48-bit start per process, then counting.
+
+    An epoch only has to differ from every earlier epoch of the same user's
+    stream (it tells a resuming client that history was lost), not to be
+    secret.  The clustered broker proposes one with every emit script call,
+    where ``secrets.token_hex`` cost a ``getrandom`` system call each (1.4%
+    of a cluster profile).  A forked child draws a new start.
+    """
+
+    def __init__(self) -> None:
+        self._reseed()
+        if hasattr(os, "register_at_fork"):
+            os.register_at_fork(after_in_child=self._reseed)
+
+    def _reseed(self) -> None:
+        self._next = itertools.count(secrets.randbits(48))
+
+    def __call__(self) -> str:
+        return f"{next(self._next) & 0xFFFF_FFFF_FFFF:012x}"
+
+
+new_epoch = _EpochSource()
 
 
 @dataclass(slots=True)
