@@ -42,12 +42,12 @@ from eventrouter.server.core.validation import (
 from eventrouter.v1 import events_pb2, routing_pb2
 
 FilterInput = RecipientFilter | routing_pb2.RecipientFilter | None
+SkipInput = ClientConnection | str | None
 
 # At most this many bytes, besides the epoch, wrap a payload into a stream
 # frame (see wire.update_frame): four 1-byte tags with 5-byte lengths, the
 # offset's tag and 10-byte varint, the epoch's tag and 2-byte length.
 _FRAME_OVERHEAD = 4 * (1 + 5) + (1 + 10) + (1 + 2)
-SkipInput = ClientConnection | str | None
 
 
 class EventRouter:
