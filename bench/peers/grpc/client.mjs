@@ -22,8 +22,8 @@
 import { readFileSync, writeFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import path from "node:path";
-import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
+import { command, cpuSince, nowUs, say, sleep } from "../lineproto.mjs";
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", "..", "..");
 const require = createRequire(path.join(ROOT, "package.json"));
@@ -93,35 +93,10 @@ const SubscribeResponse = type("SubscribeResponse");
 const Client = grpc.makeGenericClientConstructor(service, "EventRouterService");
 const insecure = grpc.credentials.createInsecure();
 
-// -- the line protocol ---------------------------------------------------------
+// -- the command line (the line protocol is ../lineproto.mjs) -------------------
 
 const [role, specPath] = process.argv.slice(2);
 
-const nowUs = () => Number(process.hrtime.bigint() / 1000n);
-const say = (event, fields = {}) => process.stdout.write(JSON.stringify({ event, ...fields }) + "\n");
-// This process's CPU (user + system, all threads) in seconds since `start`
-// (a process.cpuUsage() reading): every load generator reports its own in
-// `done`, so a run shows whether the load generators were the bottleneck.
-const cpuSince = (start) => {
-  const { user, system } = process.cpuUsage(start);
-  return (user + system) / 1e6;
-};
-
-const lines = createInterface({ input: process.stdin });
-const pendingLines = [];
-let lineWaiter = null;
-lines.on("line", (line) => {
-  if (lineWaiter) {
-    const w = lineWaiter;
-    lineWaiter = null;
-    w(line.trim());
-  } else pendingLines.push(line.trim());
-});
-lines.on("close", () => lineWaiter?.(""));
-const command = () =>
-  pendingLines.length ? Promise.resolve(pendingLines.shift()) : new Promise((r) => (lineWaiter = r));
-
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const statusName = (code) => grpc.status[code] ?? String(code);
 
 // -- subscribers ---------------------------------------------------------------

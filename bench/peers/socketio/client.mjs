@@ -11,8 +11,8 @@
 // as in the gRPC payloads.
 
 import { readFileSync, writeFileSync } from "node:fs";
-import { createInterface } from "node:readline";
 import { io } from "socket.io-client";
+import { command, cpuSince, nowUs, say, sleep } from "../lineproto.mjs";
 
 const STALL_MS = 5000;
 const FINISH_CAP_MS = 120000;
@@ -20,32 +20,6 @@ const CIPHERTEXT = "q".repeat(200);
 
 const [mode, specPath] = process.argv.slice(2);
 const spec = JSON.parse(readFileSync(specPath, "utf8"));
-
-const nowUs = () => Number(process.hrtime.bigint() / 1000n);
-const say = (event, fields = {}) => process.stdout.write(JSON.stringify({ event, ...fields }) + "\n");
-// This process's CPU (user + system, all threads) in seconds since `start`
-// (a process.cpuUsage() reading): every load generator reports its own in
-// `done`, so a run shows whether the load generators were the bottleneck.
-const cpuSince = (start) => {
-  const { user, system } = process.cpuUsage(start);
-  return (user + system) / 1e6;
-};
-
-const lines = createInterface({ input: process.stdin });
-const pendingLines = [];
-let lineWaiter = null;
-lines.on("line", (line) => {
-  if (lineWaiter) {
-    const w = lineWaiter;
-    lineWaiter = null;
-    w(line.trim());
-  } else pendingLines.push(line.trim());
-});
-lines.on("close", () => lineWaiter?.(""));
-const command = () =>
-  pendingLines.length ? Promise.resolve(pendingLines.shift()) : new Promise((r) => (lineWaiter = r));
-
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 function connect(target, auth) {
   return io(`http://${target}`, {

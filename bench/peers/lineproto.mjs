@@ -1,0 +1,39 @@
+// run.py's line protocol for the Node load generators (see bench/common.py):
+// JSON events out on stdout, one command per line in on stdin, and the
+// clock and CPU readings every load generator reports. Shared by
+// socketio/client.mjs and grpc/client.mjs; no dependencies, so each peer's
+// own node_modules is enough.
+
+import { createInterface } from "node:readline";
+
+// µs of CLOCK_MONOTONIC, the clock of bench/common.py's now_us().
+export const nowUs = () => Number(process.hrtime.bigint() / 1000n);
+
+export const say = (event, fields = {}) =>
+  process.stdout.write(JSON.stringify({ event, ...fields }) + "\n");
+
+// This process's CPU (user + system, all threads) in seconds since `start`
+// (a process.cpuUsage() reading): every load generator reports its own in
+// `done`, so a run shows whether the load generators were the bottleneck.
+export const cpuSince = (start) => {
+  const { user, system } = process.cpuUsage(start);
+  return (user + system) / 1e6;
+};
+
+const lines = createInterface({ input: process.stdin });
+const pendingLines = [];
+let lineWaiter = null;
+lines.on("line", (line) => {
+  if (lineWaiter) {
+    const w = lineWaiter;
+    lineWaiter = null;
+    w(line.trim());
+  } else pendingLines.push(line.trim());
+});
+lines.on("close", () => lineWaiter?.(""));
+
+// The next command from run.py ("" once stdin closes).
+export const command = () =>
+  pendingLines.length ? Promise.resolve(pendingLines.shift()) : new Promise((r) => (lineWaiter = r));
+
+export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
