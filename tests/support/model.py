@@ -324,6 +324,19 @@ def delivered(event: pb.StreamEvent) -> Delivered | None:
     return None
 
 
+def take_queued(connection: core_conn.ClientConnection) -> list[Delivered]:
+    """Everything queued for ``connection`` (drained), parsed as the stream would carry it."""
+    queue = connection.queue
+    assert queue is not None
+    frames: list[bytes] = []
+    while queue.has_pending():
+        frames.extend(queue.drain())
+    events = pb.SubscribeResponse.FromString(b"".join(frames)).events
+    out = [delivered(e) for e in events]
+    assert None not in out  # only events are queued: no opened or heartbeat frames
+    return [d for d in out if d is not None]
+
+
 def update_request(
     user_id: str, event_id: str, flt: Filter | None = None, skip: str | None = None, pad: int = 0
 ) -> pb.EmitRequest:

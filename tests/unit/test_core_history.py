@@ -17,7 +17,6 @@ from eventrouter.server.core.filters import (
 from eventrouter.server.core.history import HistoryLimits, MemoryHistory, ResumeFailure
 from eventrouter.server.core.idempotency import IdempotencyCache
 from eventrouter.server.core.router import EventRouter, ResumeStatus, RouterLimits
-from eventrouter.v1 import router_service_pb2 as pb
 from tests.support.model import (
     USER,
     Delivered,
@@ -25,6 +24,7 @@ from tests.support.model import (
     ephemeral_payload,
     machine,
     session,
+    take_queued,
     update_payload,
 )
 
@@ -38,15 +38,8 @@ class FakeClock:
 
 
 def take(connection: ClientConnection) -> list[Delivered]:
-    queue = connection.queue
-    assert queue is not None
-    frames: list[bytes] = []
-    while queue.has_pending():
-        frames.extend(queue.drain())
-    out: list[Delivered] = []
-    for e in pb.SubscribeResponse.FromString(b"".join(frames)).events:
-        assert e.WhichOneof("event") == "update"
-        out.append(Delivered("update", e.update.payload.id, e.update.position.offset))
+    out = take_queued(connection)
+    assert all(d.kind == "update" for d in out)
     return out
 
 

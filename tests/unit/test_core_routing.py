@@ -19,7 +19,6 @@ from eventrouter.server.core.connections import ClientConnection, MachineScopedC
 from eventrouter.server.core.filters import AllInterestedInSession, MachineOnly
 from eventrouter.server.core.queue import ConnectionQueue
 from eventrouter.server.core.router import EventRouter, ResumeStatus
-from eventrouter.v1 import router_service_pb2 as pb
 from tests.support.model import (
     MATRIX_FILTERS,
     MATRIX_SCOPES,
@@ -31,7 +30,6 @@ from tests.support.model import (
     Scope,
     core_connection,
     core_filter,
-    delivered,
     ephemeral_payload,
     machine,
     proto_filter,
@@ -39,21 +37,9 @@ from tests.support.model import (
     session,
     update_payload,
 )
+from tests.support.model import take_queued as take
 
 SCOPES, FILTERS, SPEC = MATRIX_SCOPES, MATRIX_FILTERS, MATRIX_SPEC
-
-
-def take(connection: ClientConnection) -> list[Delivered]:
-    """Everything queued for ``connection``, parsed as the stream would carry it."""
-    queue = connection.queue
-    assert queue is not None
-    frames: list[bytes] = []
-    while queue.has_pending():
-        frames.extend(queue.drain())
-    events = pb.SubscribeResponse.FromString(b"".join(frames)).events
-    out = [delivered(e) for e in events]
-    assert None not in out
-    return [d for d in out if d is not None]
 
 
 # ---------------------------------------------------------------------------

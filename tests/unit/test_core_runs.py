@@ -34,8 +34,7 @@ from eventrouter.server.core.filters import (
 )
 from eventrouter.server.core.queue import ConnectionQueue, QueueLimits
 from eventrouter.server.core.router import EmitResult, EventRouter, RouterLimits
-from eventrouter.v1 import router_service_pb2 as pb
-from tests.support.model import delivered, ephemeral_payload, update_payload
+from tests.support.model import ephemeral_payload, take_queued, update_payload
 
 USERS = ("u0", "u1")
 FILTERS: tuple[RecipientFilter, ...] = (
@@ -152,14 +151,10 @@ async def one_by_one(router: EventRouter, items: list[EmitItem]) -> list[EmitRes
 
 
 def queued(connection: ClientConnection) -> list[object]:
-    queue = connection.queue
-    assert queue is not None
-    frames: list[bytes] = []
-    while queue.has_pending():
-        frames.extend(queue.drain())
-    events = pb.SubscribeResponse.FromString(b"".join(frames)).events
-    closure = queue.closure.reason.value if queue.closure else None
-    return [*(delivered(e) for e in events), closure]
+    """What the connection has queued (drained), then why it closed (None: open)."""
+    assert connection.queue is not None
+    closure = connection.queue.closure
+    return [*take_queued(connection), closure.reason.value if closure else None]
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
