@@ -230,9 +230,10 @@ class EventRouter:
             self.stats.duplicates += 1
             return EmitResult(earlier.reached, True, earlier.offset, earlier.epoch)
         entry = self.history.append(user_id, payload.SerializeToString(), target, skip)
-        # No connection of the user here: nothing to encode (a replay will).
-        frame = entry.frame() if self.registry.has_user(user_id) else b""
-        reached = self.deliver_update(user_id, entry.offset, frame, target, skip)
+        recipients = self.registry.select(user_id, target, skip)
+        # Encoded only when a connection here receives it (a replay encodes it then).
+        frame = entry.frame() if recipients else b""
+        reached = self._push_update(recipients, entry.offset, frame)
         result = EmitResult(reached, False, entry.offset, entry.epoch)
         self._recent.put(key, result)
         return result
@@ -269,8 +270,8 @@ class EventRouter:
         recipients = self.registry.select(user_id, target, skip)
         queues = [c.queue for c in recipients if c.queue is not None]
         count = len(run)
-        if any(not q.takes_run(count, 0) for q in queues):
-            return []
+        # Serialized before the queues are asked: their bound needs the sizes.
+        # A refused run (a queue filling up, rare) is serialized again one by one.
         datas = [p.SerializeToString() for p in run]
         if queues:
             # An upper bound of the frames' size before they are numbered:
@@ -325,8 +326,9 @@ class EventRouter:
             if earlier is not None:
                 self.stats.duplicates += 1
                 return EmitResult(earlier.reached, True)
-        frame = wire.ephemeral_frame(payload.SerializeToString())
-        result = EmitResult(self.deliver_ephemeral(user_id, frame, target, skip))
+        recipients = self.registry.select(user_id, target, skip)
+        frame = wire.ephemeral_frame(payload.SerializeToString()) if recipients else b""
+        result = EmitResult(self._push_ephemeral(recipients, frame))
         if key is not None:
             self._recent.put(key, result)
         return result
@@ -349,10 +351,13 @@ class EventRouter:
         skip: str | None,
     ) -> int:
         """Queue an encoded update to this node's matching connections; returns how many."""
+        return self._push_update(self.registry.select(user_id, target, skip), offset, frame)
+
+    def _push_update(self, recipients: list[ClientConnection], offset: int, frame: bytes) -> int:
         # Once per delivery: kept to a push and a comparison (see ConnectionQueue).
         reached = 0
         crowded = self._crowded
-        for connection in self.registry.select(user_id, target, skip):
+        for connection in recipients:
             queue = connection.queue
             assert queue is not None
             pushed = queue.push_update(frame, offset)
@@ -372,9 +377,12 @@ class EventRouter:
         self, user_id: str, frame: bytes, target: RecipientFilter, skip: str | None
     ) -> int:
         """Queue an encoded ephemeral event to this node's matching connections."""
+        return self._push_ephemeral(self.registry.select(user_id, target, skip), frame)
+
+    def _push_ephemeral(self, recipients: list[ClientConnection], frame: bytes) -> int:
         reached = 0
         crowded = self._crowded
-        for connection in self.registry.select(user_id, target, skip):
+        for connection in recipients:
             queue = connection.queue
             assert queue is not None
             # Older ephemerals or this one may be dropped to keep the bound
