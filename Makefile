@@ -5,24 +5,38 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 PY     := $(BIN)/python
-# Re-install when the project's dependencies change.
+# Re-install when the project's dependencies or their locks change.
 STAMP  := $(VENV)/.installed
+# Every install comes from the committed locks (requirements/*.txt, pinned and
+# hashed; `make lock` regenerates them from pyproject.toml), then the project
+# itself with --no-deps: a new release of a dependency never changes a clone.
+LOCK   := requirements
+PIP_LOCKED := $(PY) -m pip install --quiet --require-hashes --no-deps
+
+# System packages some tests need (redis-server, chromium, nodejs) come from
+# Debian's apt-get when run as root; each install is announced with its size
+# first.  `make test APT=no` never installs anything: the tests that need a
+# missing package then skip, naming it (under CI=true they fail instead).
+APT ?= yes
+APT_INSTALL := scripts/apt_install.sh "$(APT)"
 
 PROTO_DIR := protos
 PROTOS    := $(wildcard $(PROTO_DIR)/eventrouter/v1/*.proto)
 GEN_DIR   := client
 
 .DEFAULT_GOAL := help
-.PHONY: help venv run test pytest lint typecheck gen proto-lint node-deps clean
+.PHONY: help venv run test pytest lint typecheck gen proto-lint node-deps clean lock test-latest
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(LOCK)/build.txt $(LOCK)/dev.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "eventrouter needs Python 3.11 or newer")'
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PIP_LOCKED) -r $(LOCK)/build.txt
+	$(PIP_LOCKED) -r $(LOCK)/dev.txt
+	@# (setuptools warns that every editable install could be shadowed by a folder of the same name.)
+	PYTHONWARNINGS=ignore $(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
 	@touch $@
 
 venv: $(STAMP)  ## create .venv and install the project with its dev tools
@@ -39,8 +53,8 @@ node-deps: node_modules/.installed  ## install the npm packages (buf, grpc-js) t
 # not root to install Debian's nodejs/npm) the stamp is not written and the
 # tests that need them skip on a user's machine and fail under CI=true.
 node_modules/.installed: package.json package-lock.json
-	@if ! command -v npm >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q nodejs npm; \
+	@if ! command -v npm >/dev/null 2>&1; then \
+	  $(APT_INSTALL) node-deps "Node.js and npm (buf, the polyglot tests)" nodejs npm; \
 	fi
 	@if command -v npm >/dev/null 2>&1; then \
 	  npm ci --no-audit --no-fund --loglevel=error && touch $@; \
@@ -51,16 +65,37 @@ node_modules/.installed: package.json package-lock.json
 proto-lint: node-deps  ## buf lint (STANDARD rules) over protos/
 	cd $(PROTO_DIR) && ../node_modules/.bin/buf lint
 
-lint: $(STAMP)  ## ruff and mypy
+lint: $(STAMP) typecheck  ## ruff (check and format) and mypy
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+
+typecheck: $(STAMP)  ## mypy --strict over the code, tests and benchmarks
 	$(BIN)/mypy
+
+pytest: $(STAMP)  ## the tests alone (no lint, no system packages); PYTEST_ARGS passes flags
+	$(PY) -m pytest $(PYTEST_ARGS)
 
 test: $(STAMP) node-deps browser-deps redis-deps lint  ## the whole suite: lint, types, tests
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+# The suite against the newest releases pyproject.toml allows, ignoring the
+# locks, in its own venv: shows drift before a `make lock --upgrade` (or a
+# user installing the library) meets it.  Not part of `make test`.
+LATEST_VENV := .venv-latest
+test-latest: node-deps browser-deps redis-deps  ## the suite against the newest allowed releases (no locks), in .venv-latest
+	rm -rf $(LATEST_VENV)
+	$(PYTHON) -m venv $(LATEST_VENV)
+	$(LATEST_VENV)/bin/python -m pip install --quiet --upgrade pip setuptools
+	$(LATEST_VENV)/bin/python -m pip install --quiet --upgrade -e '.[dev]'
+	$(LATEST_VENV)/bin/python -m pip list --format=freeze > $(LATEST_VENV)/resolved.txt
+	@echo "test-latest: resolved versions in $(LATEST_VENV)/resolved.txt"
+	EVENTROUTER_UNLOCKED=1 $(LATEST_VENV)/bin/python -m pytest -p no:cacheprovider $(PYTEST_ARGS)
+
+lock: $(STAMP)  ## regenerate requirements/*.txt from pyproject.toml (LOCK_ARGS=--upgrade for the newest pins)
+	$(PY) scripts/lock.py $(LOCK_ARGS)
+
 clean:  ## remove the virtual environment and caches
-	rm -rf $(VENV) node_modules .pytest_cache .mypy_cache .ruff_cache build dist *.egg-info
+	rm -rf $(VENV) $(LATEST_VENV) node_modules .pytest_cache .mypy_cache .ruff_cache build dist *.egg-info
 
 # --- long runs and system packages ---
 .PHONY: fuzz redis-deps
@@ -71,14 +106,9 @@ fuzz: $(STAMP)  ## long Hypothesis fuzzing run against a live server (HYPOTHESIS
 # The broker and cluster tests start their own redis-server processes.  As root
 # it is installed from Debian's package here; otherwise the tests are skipped on
 # a user's machine (and fail under CI=true).
-redis-deps:  ## install Debian's redis-server for the broker and cluster tests
-	@if command -v redis-server >/dev/null 2>&1 && command -v redis-cli >/dev/null 2>&1; then \
-	  :; \
-	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q redis-server; \
-	else \
-	  echo "redis-deps: redis-server is missing; run 'sudo apt-get install redis-server'" \
-	    "or the Redis tests are skipped"; \
+redis-deps:  ## install Debian's redis-server for the broker and cluster tests (APT=no: never)
+	@if ! command -v redis-server >/dev/null 2>&1 || ! command -v redis-cli >/dev/null 2>&1; then \
+	  $(APT_INSTALL) redis-deps "redis-server (about 10 MB; the broker and cluster tests)" redis-server; \
 	fi
 
 # --- contract tooling ---
@@ -97,14 +127,9 @@ docs: $(STAMP)  ## render docs/reference.md from the comments in protos/
 # The status-page test drives Debian's chromium with playwright-core (never a
 # downloaded browser build).  As root (CI, dev containers) it is installed here;
 # otherwise the test is skipped on a user's machine and fails under CI=true.
-browser-deps:  ## install Debian's chromium for the status-page browser test
-	@if [ -x /usr/bin/chromium ]; then \
-	  :; \
-	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; \
-	else \
-	  echo "browser-deps: /usr/bin/chromium is missing; run 'sudo apt-get install chromium'" \
-	    "(Debian/Ubuntu) or the status-page test is skipped"; \
+browser-deps:  ## install Debian's chromium for the browser tests (APT=no: never)
+	@if [ ! -x /usr/bin/chromium ]; then \
+	  $(APT_INSTALL) browser-deps "chromium (about 480 MB with its dependencies; the browser tests)" chromium; \
 	fi
 
 # --- benchmarks ---
@@ -113,8 +138,8 @@ browser-deps:  ## install Debian's chromium for the status-page browser test
 BENCH_PEER := bench/peers/socketio
 BENCH_STAMP := $(VENV)/.bench-installed
 
-$(BENCH_STAMP): $(STAMP) pyproject.toml
-	$(PY) -m pip install --quiet -e '.[dev,bench]'
+$(BENCH_STAMP): $(STAMP) $(LOCK)/bench.txt
+	$(PIP_LOCKED) -r $(LOCK)/bench.txt
 	@touch $@
 
 $(BENCH_PEER)/node_modules/.installed: $(BENCH_PEER)/package.json $(BENCH_PEER)/package-lock.json

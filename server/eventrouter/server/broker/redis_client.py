@@ -16,9 +16,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from redis.asyncio import ConnectionPool, Redis, RedisCluster
+from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import NoScriptError, RedisError, ResponseError
-from redis.retry import Retry
 
 from eventrouter.server.broker.base import BrokerUnavailable
 from eventrouter.server.broker.redis_config import RedisSettings
@@ -38,7 +38,9 @@ class RedisCalls:
         common: dict[str, Any] = {
             "socket_timeout": settings.timeout_s,
             "socket_connect_timeout": settings.timeout_s,
-            # No automatic retries: a retried script could run twice.
+            # No automatic retries: a retried script could run twice.  The
+            # asyncio Retry class: redis-py 8 warns about (and converts) the
+            # synchronous one, and 6+ retries by default when given none.
             "retry": Retry(NoBackoff(), 0),
             # RESP2 everywhere (redis-py 8 defaults to RESP3): plain arrays, and
             # pub/sub messages are replies the subscriber reads itself.
