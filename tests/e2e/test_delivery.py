@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 from eventrouter.server import RouterServer, ServerConfig
 from eventrouter.server.core import wire
 from eventrouter.server.core.filters import UserScopedOnly
-from eventrouter.server.core.queue import CloseReason, QueueLimits
+from eventrouter.server.core.queue import OVERDRAFT, CloseReason, QueueLimits
 from eventrouter.server.core.router import EventRouter, RouterLimits
 from eventrouter.v1 import router_service_pb2 as pb
 from eventrouter.v1 import router_service_pb2_grpc as pb_grpc
@@ -205,13 +205,16 @@ async def test_a_large_batch_does_not_hurt_a_reading_subscriber(kind: str) -> No
 # ---------------------------------------------------------------------------
 
 
-def test_stalled_consumer_memory_is_bounded() -> None:
+@pytest.mark.parametrize("in_grace", [False, True], ids=["no-grace", "in-grace"])
+def test_stalled_consumer_memory_is_bounded(in_grace: bool) -> None:
     # The embedded EventRouter, not gRPC: 100,000 emits through the service
     # would take most of this suite's time budget.  The queue is the same.
-    max_events, max_bytes = 64, 4096
-    router = EventRouter(
-        RouterLimits(queue=QueueLimits(max_events=max_events, max_bytes=max_bytes))
-    )
+    # in_grace: an overflow grace that never ends here (the bound is then
+    # twice the limits), or none (exactly the limits).
+    overdraft = OVERDRAFT if in_grace else 1
+    limits = QueueLimits(max_events=64, max_bytes=4096, overflow_grace_s=3600 * in_grace)
+    router = EventRouter(RouterLimits(queue=limits))
+    max_events, max_bytes = limits.max_events * overdraft, limits.max_bytes * overdraft
     app = core_connection("u", USER)  # gets everything: closes once updates fill it
     viewer = core_connection("u", session("s1"))  # gets only the ephemerals
     opened = router.add_connection("u", app)

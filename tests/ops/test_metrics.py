@@ -67,6 +67,8 @@ async def server() -> AsyncIterator[RouterServer]:
     async with running_server(
         metrics_listen="127.0.0.1:0",
         queue_max_events=QUEUE_MAX_EVENTS,
+        # Exact limits: the stalled queues below overflow at QUEUE_MAX_EVENTS.
+        queue_overflow_grace_ms=0,
         max_streams_per_user=len(ALICE_SCOPES),
     ) as server:
         yield server

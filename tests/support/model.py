@@ -187,12 +187,14 @@ class ModelQueue:
 
     When an event does not fit (count or bytes), pending ephemerals are dropped
     oldest first until it does; an ephemeral that still does not fit is
-    dropped; an update that still does not fit closes the queue.
+    dropped; an update that still does not fit closes the queue.  With
+    ``overdraft`` > 1 the bounds are that many times the limits: a queue
+    within its overflow grace (core/queue.py).
     """
 
-    def __init__(self, max_events: int, max_bytes: int) -> None:
-        self.max_events = max_events
-        self.max_bytes = max_bytes
+    def __init__(self, max_events: int, max_bytes: int, overdraft: int = 1) -> None:
+        self.max_events = max_events * overdraft
+        self.max_bytes = max_bytes * overdraft
         self.items: deque[tuple[bool, int]] = deque()
         self.bytes = 0
         self.dropped = 0
@@ -214,6 +216,8 @@ class ModelQueue:
         if not self._fits(size):
             if is_update:
                 self.closed = True
+                self.items.clear()
+                self.bytes = 0
             else:
                 self.dropped += 1
             return False

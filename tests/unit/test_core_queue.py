@@ -9,9 +9,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from eventrouter.server.core.connections import UserScopedConnection
-from eventrouter.server.core.queue import CROWDED, CloseReason, ConnectionQueue, QueueLimits
+from eventrouter.server.core.queue import (
+    CROWDED,
+    OVERDRAFT,
+    CloseReason,
+    ConnectionQueue,
+    QueueLimits,
+)
 from eventrouter.server.core.router import EventRouter, RouterLimits
-from tests.support.model import ModelQueue, update_payload
+from tests.support.model import ModelQueue, update_payload, wait_until
 
 
 def frame(name: str, size: int = 0) -> bytes:
@@ -31,7 +37,7 @@ def names(frames: list[bytes]) -> list[str]:
 
 
 def test_oldest_ephemerals_are_dropped_first_and_counted() -> None:
-    queue = ConnectionQueue(QueueLimits(max_events=4))
+    queue = ConnectionQueue(QueueLimits(max_events=4, overflow_grace_s=0))
     assert queue.push_ephemeral(frame("e1"))
     assert queue.push_update(frame("u1"))
     assert queue.push_ephemeral(frame("e2"))
@@ -45,7 +51,7 @@ def test_oldest_ephemerals_are_dropped_first_and_counted() -> None:
 
 
 def test_new_ephemeral_is_dropped_when_only_updates_are_pending() -> None:
-    queue = ConnectionQueue(QueueLimits(max_events=2))
+    queue = ConnectionQueue(QueueLimits(max_events=2, overflow_grace_s=0))
     assert queue.push_update(frame("u1"))
     assert queue.push_update(frame("u2"))
     assert not queue.push_ephemeral(frame("e1"))
@@ -56,7 +62,7 @@ def test_new_ephemeral_is_dropped_when_only_updates_are_pending() -> None:
 
 
 def test_update_overflow_closes_as_too_slow() -> None:
-    queue = ConnectionQueue(QueueLimits(max_events=2))
+    queue = ConnectionQueue(QueueLimits(max_events=2, overflow_grace_s=0))
     assert queue.push_update(frame("u1"))
     assert queue.push_update(frame("u2"))
     assert not queue.push_update(frame("u3"))
@@ -70,7 +76,7 @@ def test_update_overflow_closes_as_too_slow() -> None:
 
 
 def test_byte_limit() -> None:
-    queue = ConnectionQueue(QueueLimits(max_events=100, max_bytes=20))
+    queue = ConnectionQueue(QueueLimits(max_events=100, max_bytes=20, overflow_grace_s=0))
     assert queue.push_update(frame("u1", 10))
     assert queue.push_ephemeral(frame("e1", 6))
     assert queue.pending_bytes == 16
@@ -104,15 +110,44 @@ def test_drain_respects_max_write_bytes() -> None:
     assert queue.delivered == 5
 
 
-def test_backlog_is_not_counted_and_goes_first() -> None:
-    queue = ConnectionQueue(QueueLimits(max_events=2, max_bytes=100, max_write_bytes=1000))
-    queue.push_backlog([frame(f"r{i}", 30) for i in range(10)])  # 300 bytes, 10 events
+class Retained:
+    """A history entry as the queue sees it: its frame is built when taken."""
+
+    built = 0
+
+    def __init__(self, name: str, size: int) -> None:
+        self.name, self.size = name, size
+
+    def frame(self) -> bytes:
+        Retained.built += 1
+        return frame(self.name, self.size)
+
+
+def test_replay_is_not_counted_goes_first_and_is_built_as_taken() -> None:
+    queue = ConnectionQueue(QueueLimits(max_events=2, max_bytes=100, max_write_bytes=100))
+    Retained.built = 0
+    queue.push_replay([Retained(f"r{i}", 30) for i in range(10)])  # 300 bytes, 10 events
     assert queue.depth == 10
     assert queue.pending_bytes == 0
+    assert Retained.built == 0, "replay frames are built when the writer takes them"
     assert queue.push_update(frame("u1", 30))
     assert queue.push_update(frame("u2", 30))
     assert queue.closure is None
-    assert names(drain_all(queue)) == [*(f"r{i}" for i in range(10)), "u1", "u2"]
+    first = queue.drain()
+    # One write's worth (3 x 30 bytes); the frame that did not fit is kept, not rebuilt.
+    assert names(first) == ["r0", "r1", "r2"]
+    assert Retained.built == 4
+    assert names(drain_all(queue)) == [*(f"r{i}" for i in range(3, 10)), "u1", "u2"]
+    assert Retained.built == 10
+
+
+def test_closing_lets_pending_frames_and_replay_go() -> None:
+    queue = ConnectionQueue(QueueLimits(max_events=10))
+    queue.push_replay([Retained("r0", 10)])
+    queue.push_update(frame("u1", 10))
+    queue.close(CloseReason.SHUTDOWN, "bye")
+    assert (queue.depth, queue.pending_bytes, queue.pending_updates) == (0, 0, 0)
+    assert not queue.has_pending()
 
 
 async def test_wait_wakes_on_push_and_on_close() -> None:
@@ -160,46 +195,146 @@ pushes = st.lists(
 @given(
     max_events=st.integers(1, 8),
     max_bytes=st.integers(1, 120),
+    in_grace=st.booleans(),
     ops=pushes,
 )
 def test_queue_matches_the_policy_model(
-    max_events: int, max_bytes: int, ops: list[tuple[bool, int] | None]
+    max_events: int, max_bytes: int, in_grace: bool, ops: list[tuple[bool, int] | None]
 ) -> None:
-    queue = ConnectionQueue(QueueLimits(max_events=max_events, max_bytes=max_bytes))
-    model = ModelQueue(max_events, max_bytes)
+    # in_grace: a grace that never ends here (twice the limits while over
+    # them), or none at all (exactly the limits).
+    grace = 3600.0 if in_grace else 0.0
+    queue = ConnectionQueue(
+        QueueLimits(max_events=max_events, max_bytes=max_bytes, overflow_grace_s=grace)
+    )
+    overdraft = OVERDRAFT if in_grace else 1
+    model = ModelQueue(max_events, max_bytes, overdraft)
+    over = False  # the queue went over its limits since it was last drained
     for i, op in enumerate(ops):
         if op is None:
             drained = drain_all(queue)
             assert [len(f) for f in drained] == [size for _, size in model.items]
             model.items.clear()
             model.bytes = 0
+            over = False
             continue
         is_update, size = op
         data = frame(str(i), size)[:size] if size >= len(str(i)) else b"." * size
+        count, nbytes = len(model.items), model.bytes
+        under_limits = count < max_events and nbytes + size <= max_bytes
         push = queue.push_update if is_update else queue.push_ephemeral
         pushed = push(data)
         assert bool(pushed) == model.push(is_update, size)
+        now_over = len(model.items) > max_events or model.bytes > max_bytes
         if pushed:
-            # CROWDED exactly when the push left the queue half full or more.
-            half_full = len(model.items) * 2 >= max_events or model.bytes * 2 >= max_bytes
-            assert (pushed == CROWDED) == half_full == queue.crowded
+            # CROWDED: this push filled the queue to half, or took it over its limits.
+            if under_limits:
+                half_count, half_bytes = (max_events + 1) // 2, (max_bytes + 1) // 2
+                crowded = count == half_count - 1 or nbytes < half_bytes <= nbytes + size
+            else:
+                crowded = now_over and not over
+            assert (pushed == CROWDED) == crowded
+        over = over or now_over
+        assert queue.over_limits == (over and not model.closed)
         assert (queue.closure is not None) == model.closed
         assert queue.dropped_ephemeral == model.dropped
-        if not model.closed:
-            assert queue.depth == len(model.items) <= max_events
-            assert queue.pending_bytes == model.bytes <= max_bytes
-            assert queue.pending_updates == model.pending_updates
+        assert queue.depth == len(model.items) <= max_events * overdraft
+        assert queue.pending_bytes == model.bytes <= max_bytes * overdraft
+        assert queue.pending_updates == model.pending_updates
 
 
-def test_crowded_queues_are_tracked_once_and_forgotten_with_their_connection() -> None:
-    # An embedding that emits without ever awaiting let_writers_drain() (the
-    # sync API) must not make the router remember a queue once per delivery.
+def test_a_filling_queue_asks_for_one_turn_per_fill() -> None:
+    # The router wants a turn for the writers when a queue fills to half, once
+    # per fill: a stalled queue does not make a burst yield per event.
     router = EventRouter(RouterLimits(queue=QueueLimits(max_events=100)))
     stalled = UserScopedConnection("u")
     router.add_connection("u", stalled)
+    wanted = []
     for i in range(90):
         router.emit_update("u", update_payload(f"u{i}"))
-    assert router.crowded
-    assert len(router._crowded) == 1  # one entry, not one per delivery past half full
-    router.remove_connection("u", stalled)
-    assert not router.crowded
+        wanted.append(router.turn_wanted)
+        router.turn_wanted = False
+    assert [i for i, w in enumerate(wanted) if w] == [49]
+    assert stalled.queue is not None
+    stalled.queue.drain()
+    for i in range(90, 140):
+        router.emit_update("u", update_payload(f"u{i}"))
+        wanted.append(router.turn_wanted)
+        router.turn_wanted = False
+    assert [i for i, w in enumerate(wanted) if w] == [49, 139]
+
+
+# ---------------------------------------------------------------------------
+# Overdraft: a burst may take a queue over its limits while its writer catches up
+# ---------------------------------------------------------------------------
+
+
+def test_within_the_grace_a_queue_holds_up_to_twice_its_limits() -> None:
+    queue = ConnectionQueue(QueueLimits(max_events=4, overflow_grace_s=3600))
+    pushed = [queue.push_update(frame(f"u{i}")) for i in range(2 * 4)]
+    assert all(pushed)
+    assert pushed[4] == CROWDED, "going over the limits asks for a writer's turn, once"
+    assert pushed[5:] == [1, 1, 1]
+    assert queue.over_limits
+    assert queue.depth == 8
+    # Twice the limits is the hard bound: an ephemeral is dropped, an update closes.
+    assert not queue.push_ephemeral(frame("e"))
+    assert queue.dropped_ephemeral == 1
+    assert not queue.push_update(frame("u8"))
+    assert queue.closure is not None
+    assert queue.closure.reason is CloseReason.TOO_SLOW
+    assert queue.depth == 0, "a closed queue lets its frames go"
+
+
+def test_a_writer_that_catches_up_ends_the_overdraft() -> None:
+    queue = ConnectionQueue(QueueLimits(max_events=4, overflow_grace_s=3600))
+    for i in range(6):
+        assert queue.push_update(frame(f"u{i}"))
+    assert queue.over_limits
+    assert names(queue.drain()) == [f"u{i}" for i in range(6)]
+    assert not queue.over_limits
+    # A later burst gets a grace of its own.
+    assert [queue.push_update(frame(f"v{i}")) for i in range(5)][-1] == CROWDED
+    assert queue.over_limits
+
+
+async def test_a_queue_still_over_its_limits_when_the_grace_ends_closes_itself() -> None:
+    queue = ConnectionQueue(QueueLimits(max_events=4, overflow_grace_s=0.05))
+    told: list[str] = []
+    queue.on_too_slow = lambda: told.append("too slow")
+    for i in range(6):
+        assert queue.push_update(frame(f"u{i}"))
+    await wait_until(lambda: queue.closure is not None, what="the grace to end")
+    assert queue.closure is not None
+    assert queue.closure.reason is CloseReason.TOO_SLOW
+    assert told == ["too slow"]
+
+
+async def test_when_the_grace_ends_ephemerals_go_first_and_updates_stay() -> None:
+    queue = ConnectionQueue(QueueLimits(max_events=4, overflow_grace_s=0.05))
+    assert queue.push_update(frame("u0"))
+    for i in range(5):
+        assert queue.push_ephemeral(frame(f"e{i}"))
+    assert queue.over_limits
+    await wait_until(lambda: not queue.over_limits, what="the grace to end")
+    assert queue.closure is None, "dropping ephemerals brought it within its limits"
+    assert queue.dropped_ephemeral == 2
+    assert names(drain_all(queue)) == ["u0", "e2", "e3", "e4"]
+
+
+async def test_the_router_unregisters_a_connection_whose_grace_ran_out() -> None:
+    limits = RouterLimits(queue=QueueLimits(max_events=4, overflow_grace_s=0.05))
+    router = EventRouter(limits)
+    stalled, prompt = UserScopedConnection("u"), UserScopedConnection("u")
+    router.add_connection("u", stalled)
+    router.add_connection("u", prompt)
+    closed: list[str] = []
+    router.on_connection_closed = lambda c: closed.append(c.connection_id)
+    for i in range(6):
+        assert router.emit_update("u", update_payload(f"u{i}")).reached == 2
+        assert prompt.queue is not None
+        prompt.queue.drain()
+    await wait_until(lambda: bool(closed), what="the stalled connection to close")
+    assert closed == [stalled.connection_id]
+    assert router.get_connections("u") == [prompt]
+    assert router.stats.closed_too_slow == 1

@@ -104,26 +104,24 @@ def items_of(batch: list[Group], first_id: int) -> list[EmitItem]:
 
 def build_router(
     queue_limits: QueueLimits,
-) -> tuple[EventRouter, list[ClientConnection], list[list[str]]]:
+) -> tuple[EventRouter, list[ClientConnection], list[list[int]]]:
     """A router with both users' connections, and the turns it gives writers.
 
-    Each turn is recorded as the connections whose queues were half full: the
-    one-step path must owe the writers exactly the turns going one by one does.
+    Each turn is recorded as every queue's depth at that moment: the one-step
+    path must give the writers exactly the turns going one by one does.
     """
-    # No wait for writers (there are none here): a turn only clears the list.
-    router = EventRouter(RouterLimits(queue=queue_limits, drain_wait_s=0.0))
+    router = EventRouter(RouterLimits(queue=queue_limits))
     conns = [c for user in USERS for c in connections(user)]
     for c in conns:
         router.add_connection(c.user_id, c)
-    turns: list[list[str]] = []
-    let_writers_drain = router.let_writers_drain
+    turns: list[list[int]] = []
+    take_turn = router.take_turn
 
     async def recorded() -> None:
-        crowded = set(router._crowded)
-        turns.append([c.connection_id for c in conns if c.queue in crowded])
-        await let_writers_drain()
+        turns.append([c.queue.depth if c.queue is not None else -1 for c in conns])
+        await take_turn()
 
-    router.let_writers_drain = recorded  # type: ignore[method-assign]
+    router.take_turn = recorded  # type: ignore[method-assign]
     return router, conns, turns
 
 
@@ -145,8 +143,8 @@ async def one_by_one(router: EventRouter, items: list[EmitItem]) -> list[EmitRes
                 item.skip_connection_id,
             )
         results.append(result)
-        if router.crowded:
-            await router.let_writers_drain()
+        if router.turn_wanted:
+            await router.take_turn()
     return results
 
 

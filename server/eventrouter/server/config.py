@@ -61,6 +61,7 @@ class ServerConfig:
     # Per-connection queue (slow consumers).
     queue_max_events: int = 1024
     queue_max_bytes: int = 8 * MiB
+    queue_overflow_grace_ms: int = 1000
     # Per-user update history (resume).
     history_max_updates: int = 1000
     history_max_age_s: float = 600.0
@@ -126,6 +127,7 @@ class ServerConfig:
                 max_events=self.queue_max_events,
                 max_bytes=self.queue_max_bytes,
                 max_write_bytes=min(self.queue_max_bytes, 1 * MiB),
+                overflow_grace_s=self.queue_overflow_grace_ms / 1000,
             ),
             history=HistoryLimits(self.history_max_updates, self.history_max_age_s),
             idempotency_window_s=self.idempotency_window_s,
@@ -161,6 +163,8 @@ _HELP = {
     "log_level": "debug, info, warning or error",
     "queue_max_events": "events pending per connection before the overflow policy applies",
     "queue_max_bytes": "bytes pending per connection before the overflow policy applies",
+    "queue_overflow_grace_ms": "how long a burst may keep a queue over its limits (up to twice"
+    " them) while its writer catches up; 0 = never",
     "history_max_updates": "updates kept per user for resume",
     "history_max_age_s": "seconds an update is kept for resume",
     "idempotency_window_s": "seconds a repeated update id (or ephemeral key) is recognized",

@@ -57,14 +57,17 @@ class MemoryBroker(Broker):
         )
 
     async def emit_many(self, items: Sequence[EmitItem]) -> list[EmitResult]:
-        """Apply a batch in order, letting stream writers drain when queues fill up.
+        """Apply a batch in order, yielding once whenever some queue filled up.
 
-        A batch is applied without yielding, so without this a batch carrying
-        more events for a user than a queue holds would close even a subscriber
-        that reads promptly as "too slow".  Yielding only when some queue is
-        half full keeps small batches on the fast path.  Consecutive updates
-        to one user with one filter and skip go to the router as a run
-        (``accept_update_run``), queued to each recipient in one step.
+        A batch is applied without yielding otherwise, so a batch carrying
+        more events for a user than a queue holds would leave that queue's
+        writer no turn to take them.  A yield (never a wait: the batch may
+        carry other users' events) lets every ready writer take what is
+        queued; a queue's overdraft grace covers a write still in flight.
+        Yielding only when a push filled some queue to half keeps small
+        batches on the fast path.  Consecutive updates to one user with one
+        filter and skip go to the router as a run (``accept_update_run``),
+        queued to each recipient in one step.
         """
         router = self.router
         results: list[EmitResult] = []
@@ -86,15 +89,13 @@ class MemoryBroker(Broker):
                 if done:
                     results += done
                     start += len(done)
-                    if router.crowded:
-                        await router.let_writers_drain()
                     continue
             # A single emit, or a run that a filling queue sends one by one,
-            # with a turn for the writers whenever a queue is half full.
+            # with a turn for the writers whenever a queue fills to half.
             for item in items[start:stop]:
                 results.append(self._accept_one(item))
-                if router.crowded:
-                    await router.let_writers_drain()
+                if router.turn_wanted:
+                    await router.take_turn()
             start = stop
         return results
 

@@ -286,7 +286,7 @@ class RedisBroker(WatchDelivery, Broker):
             # subscription was confirmed, so it reaches this connection live.
             # Hence the head read *after* registration is a position without a
             # gap, and live copies of updates up to it (they may arrive while
-            # we await) are dropped by push_backlog(through_offset=head).
+            # we await) are dropped by push_replay(through_offset=head).
             self.router.register(connection)
             registered = True
             seen = watch.delivered
@@ -308,7 +308,7 @@ class RedisBroker(WatchDelivery, Broker):
             )
             replayed = self.router.queue_replay(connection, entries)
             assert connection.queue is not None
-            connection.queue.push_backlog([], through_offset=head)
+            connection.queue.push_replay((), through_offset=head)
             watch.positions[connection.connection_id] = (head, epoch)
             self.router.count_resume(status)
             # As the memory broker: a resumed stream reports where the client
@@ -446,10 +446,12 @@ class RedisBroker(WatchDelivery, Broker):
             return None
         assert isinstance(message, LiveUpdate)
         pending = self.on_update(watch, message)
-        if pending is None and self.router.crowded:
-            # Some queue is half full: let its writer drain before the next
-            # message of a burst (the subscriber reads without yielding otherwise).
-            return self.router.let_writers_drain()
+        if pending is None and self.router.turn_wanted:
+            # Some queue filled to half: give its writer a turn before the next
+            # message of a burst (the subscriber reads buffered replies without
+            # yielding otherwise).  A yield, never a wait: this reader serves
+            # every user of the node.
+            return self.router.take_turn()
         return pending
 
     def __repr__(self) -> str:

@@ -314,8 +314,8 @@ class WatchDelivery(abc.ABC):
                 continue
             for entry in missing:
                 self._deliver(watch, entry.offset, reply.epoch, entry.route, entry.payload)
-                if self.router.crowded:  # let writers drain during a long catch-up
-                    await self.router.let_writers_drain()
+                if self.router.turn_wanted:  # writers take their turn in a long catch-up
+                    await self.router.take_turn()
             watch.last = max(after, reply.head)
 
     def _recovery_failed(self, watch: Watch) -> None:

@@ -22,8 +22,6 @@ class RouterLimits:
     queue: QueueLimits = field(default_factory=QueueLimits)
     history: HistoryLimits = field(default_factory=HistoryLimits)
     idempotency_window_s: float = 300.0
-    # How long a burst waits, at most, for the writers of half-full queues.
-    drain_wait_s: float = 0.05
     max_event_bytes: int = 1024 * 1024
     ids: IdRules = DEFAULT_ID_RULES
 

@@ -6,11 +6,16 @@ history -> select recipients from the index -> append the same frame to each
 recipient's bounded queue.  Everything runs on one event loop without
 awaiting, so the emits for a user are numbered and queued in the order they
 were accepted, and every connection of that user sees that one order.
+
+Nothing here ever waits for a connection: a push into a queue returns at
+once, and a slow consumer costs its own queue (see core/queue.py) and
+nothing else.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import secrets
 from collections.abc import Callable, Sequence
 
@@ -22,6 +27,7 @@ from eventrouter.server.core.history import (
     MemoryHistory,
 )
 from eventrouter.server.core.idempotency import IdempotencyCache
+from eventrouter.server.core.nesting import check_depth
 from eventrouter.server.core.queue import CROWDED, CloseReason, ConnectionQueue
 from eventrouter.server.core.registry import ConnectionRegistry, accepts
 from eventrouter.server.core.results import (
@@ -62,12 +68,12 @@ class EventRouter:
         self._recent: IdempotencyCache[EmitResult] = IdempotencyCache(
             self.limits.idempotency_window_s
         )
-        # Queues a delivery left half full: a caller applying many emits in a
-        # row (a batch, a catch-up) awaits let_writers_drain() between them.
-        # A dict used as an ordered set: a queue is recorded once however many
-        # deliveries find it crowded, and is forgotten when its connection
-        # goes, so an embedding that never drains cannot grow it.
-        self._crowded: dict[ConnectionQueue, None] = {}
+        # Set when a delivery took some queue to half full (or over its
+        # limits): a caller applying many emits without yielding (a batch, a
+        # catch-up) should yield once so that writers take what is queued.
+        # A yield, never a wait: nothing that serves many users waits on one
+        # connection.  The caller clears it.
+        self.turn_wanted = False
         # Called with every connection the router unregisters itself (too slow, closed).
         self.on_connection_closed: Callable[[ClientConnection], None] | None = None
 
@@ -109,19 +115,26 @@ class EventRouter:
             connection.queue = ConnectionQueue(self.limits.queue)
         if connection.queue.on_dropped is None:
             connection.queue.on_dropped = self._count_dropped
+        connection.queue.on_too_slow = functools.partial(self._closed_too_slow, connection)
         self.registry.add(connection)
 
     def _count_dropped(self, count: int) -> None:
         self.stats.ephemeral_dropped += count
 
     def queue_replay(self, connection: ClientConnection, entries: Sequence[HistoryEntry]) -> int:
-        """Queue the history entries this connection would have received live."""
+        """Queue the history entries this connection would have received live.
+
+        The queue keeps references to the entries (shared with the history
+        and with every other resuming stream) and builds each frame as its
+        writer takes it: a resume from far back costs a list of references,
+        not a copy of the history.
+        """
         if not entries:
             return 0
         assert connection.queue is not None
-        frames = [e.frame() for e in entries if self._replay_reaches(e, connection)]
-        connection.queue.push_backlog(frames, through_offset=entries[-1].offset)
-        return len(frames)
+        reaching = [e for e in entries if self._replay_reaches(e, connection)]
+        connection.queue.push_replay(reaching, through_offset=entries[-1].offset)
+        return len(reaching)
 
     @staticmethod
     def _replay_reaches(entry: HistoryEntry, connection: ClientConnection) -> bool:
@@ -143,7 +156,6 @@ class EventRouter:
         """Unregister; safe to call more than once."""
         if connection.user_id == user_id:
             self.registry.remove(connection)
-            self._forget_crowded(connection)
 
     def get_connections(self, user_id: str) -> list[ClientConnection]:
         """The user's open connections, oldest first."""
@@ -155,13 +167,13 @@ class EventRouter:
         """End one connection: its writer reports ``reason`` to the client."""
         if connection.queue is not None:
             connection.queue.close(reason, message)
-        self._forget_crowded(connection)
         if self.registry.remove(connection) and self.on_connection_closed is not None:
             self.on_connection_closed(connection)
 
-    def _forget_crowded(self, connection: ClientConnection) -> None:
-        if connection.queue is not None:
-            self._crowded.pop(connection.queue, None)
+    def _closed_too_slow(self, connection: ClientConnection) -> None:
+        """The connection's queue closed itself: its consumer did not keep up."""
+        self.stats.closed_too_slow += 1
+        self.close_connection(connection, CloseReason.TOO_SLOW, "")
 
     def close_all(self, reason: CloseReason, message: str) -> int:
         """End every connection (shutdown); returns how many were open."""
@@ -184,7 +196,9 @@ class EventRouter:
         try:
             self.limits.ids.check(user_id, "user_id")
             validate_update(payload, "update")
-            check_size(payload.ByteSize(), self.limits.max_event_bytes, "update")
+            data = payload.SerializeToString()
+            check_size(len(data), self.limits.max_event_bytes, "update")
+            check_depth(payload, data, "update")
             return self._filter(recipient_filter)
         except RequestError as e:
             raise e.under(field) if field else e from None
@@ -200,7 +214,9 @@ class EventRouter:
         try:
             self.limits.ids.check(user_id, "user_id")
             validate_ephemeral(payload, "ephemeral")
-            check_size(payload.ByteSize(), self.limits.max_event_bytes, "ephemeral")
+            data = payload.SerializeToString()
+            check_size(len(data), self.limits.max_event_bytes, "ephemeral")
+            check_depth(payload, data, "ephemeral")
             return self._filter(recipient_filter)
         except RequestError as e:
             raise e.under(field) if field else e from None
@@ -356,7 +372,6 @@ class EventRouter:
     def _push_update(self, recipients: list[ClientConnection], offset: int, frame: bytes) -> int:
         # Once per delivery: kept to a push and a comparison (see ConnectionQueue).
         reached = 0
-        crowded = self._crowded
         for connection in recipients:
             queue = connection.queue
             assert queue is not None
@@ -364,11 +379,10 @@ class EventRouter:
             if pushed:
                 reached += 1
                 if pushed == CROWDED:
-                    crowded[queue] = None
+                    self.turn_wanted = True
             elif queue.closure is not None and queue.closure.reason is CloseReason.TOO_SLOW:
                 # The queue just closed itself as too slow: stop routing to it.
-                self.stats.closed_too_slow += 1
-                self.close_connection(connection, CloseReason.TOO_SLOW, "")
+                self._closed_too_slow(connection)
         self.stats.updates_emitted += 1
         self.stats.deliveries += reached
         return reached
@@ -381,7 +395,6 @@ class EventRouter:
 
     def _push_ephemeral(self, recipients: list[ClientConnection], frame: bytes) -> int:
         reached = 0
-        crowded = self._crowded
         for connection in recipients:
             queue = connection.queue
             assert queue is not None
@@ -391,38 +404,20 @@ class EventRouter:
             if pushed:
                 reached += 1
                 if pushed == CROWDED:
-                    crowded[queue] = None
+                    self.turn_wanted = True
         self.stats.ephemerals_emitted += 1
         self.stats.deliveries += reached
         return reached
 
-    @property
-    def crowded(self) -> bool:
-        """Some queue was left half full since the last ``let_writers_drain``."""
-        return bool(self._crowded)
+    async def take_turn(self) -> None:
+        """Yield once, so that writers take what a burst queued (clears ``turn_wanted``).
 
-    async def let_writers_drain(self) -> None:
-        """Give the writers of half-full queues a bounded chance to drain.
-
-        Called between the emits of a burst that is applied without yielding
-        otherwise (an EmitBatch, a broker catch-up), so that a burst larger
-        than a queue does not close a subscriber that reads promptly as "too
-        slow".  A writer stuck on a stalled consumer costs the burst at most
-        ``drain_wait_s``; that consumer's queue then overflows and closes.
+        For callers that apply many emits without yielding otherwise (an
+        EmitBatch, the cluster subscriber).  Never a wait for a writer: the
+        caller may serve many users, and a stalled one must cost them nothing.
         """
-        queues, self._crowded = self._crowded, {}
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.limits.drain_wait_s
-        for queue in queues:
-            while queue.crowded and queue.closure is None:
-                remaining = deadline - loop.time()
-                if remaining <= 0:
-                    return
-                try:
-                    async with asyncio.timeout(remaining):
-                        await queue.wait_drained()
-                except TimeoutError:
-                    return
+        self.turn_wanted = False
+        await asyncio.sleep(0)
 
     # -- housekeeping ----------------------------------------------------
 
