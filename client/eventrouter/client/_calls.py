@@ -390,3 +390,41 @@ def batch_request(requests: Iterable[pb.EmitRequest]) -> tuple[pb.EmitBatchReque
     for i, emit in enumerate(batch.emits):
         check_request(emit, f"emits[{i}].")
     return batch, all(retry_safe(r) for r in batch.emits)
+
+
+def disconnect_request(
+    user_id: str | None = None,
+    *,
+    connection_id: str | None = None,
+    machine_id: str | None = None,
+    session_id: str | None = None,
+    token_id: str | None = None,
+    reason: str = "",
+    revoke: bool = False,
+) -> pb.DisconnectRequest:
+    """The ``DisconnectRequest`` for exactly one selector; TypeError for any other mix.
+
+    ``user_id`` alone selects the user's streams, with ``machine_id`` one
+    machine's, with ``session_id`` one session's; ``connection_id`` and
+    ``token_id`` stand alone.
+    """
+    if machine_id is not None and session_id is not None:
+        raise TypeError("pass machine_id= or session_id=, not both")
+    if (machine_id is not None or session_id is not None) and user_id is None:
+        raise TypeError("machine_id= and session_id= need the user_id they belong to")
+    given = [s for s in (user_id, connection_id, token_id) if s is not None]
+    if len(given) != 1:
+        raise TypeError("pass exactly one of user_id, connection_id=, token_id=")
+    request = pb.DisconnectRequest(reason=reason, revoke=revoke)
+    if connection_id is not None:
+        request.connection_id = connection_id
+    elif token_id is not None:
+        request.token_id = token_id
+    elif user_id is not None:
+        if machine_id is not None:
+            request.machine.CopyFrom(pb.MachineSelector(user_id=user_id, machine_id=machine_id))
+        elif session_id is not None:
+            request.session.CopyFrom(pb.SessionSelector(user_id=user_id, session_id=session_id))
+        else:
+            request.user_id = user_id
+    return request

@@ -253,10 +253,10 @@ def _emit_request(args: argparse.Namespace) -> pb.EmitRequest:
 def cmd_emit(args: argparse.Namespace) -> int:
     request = _emit_request(args)
     with _client(args) as client:
-        response = client.emit(request)
-    out: dict[str, Any] = {"reached": response.reached, "duplicate": response.duplicate}
-    if response.HasField("position"):
-        out["position"] = _position(response.position)
+        result = client.emit(request)
+    out: dict[str, Any] = {"reached": result.reached, "duplicate": result.duplicate}
+    if result.position is not None:
+        out["position"] = _position(result.position)
     _print_json(out)
     return 0
 
