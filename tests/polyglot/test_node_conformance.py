@@ -103,7 +103,7 @@ def router(node: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rout
     log = tmp / "server.log"
     port = _free_port()
     command = [sys.executable, "-m", "eventrouter.server", "--listen", f"127.0.0.1:{port}"]
-    command += ["--keys-file", str(keys_file), "--shutdown-grace-s", "0"]
+    command += ["--keys-file", str(keys_file), "--shutdown-grace-s", "0", "--metrics-listen", ""]
     with log.open("wb") as log_file:
         proc = subprocess.Popen(command, cwd=ROOT, stdout=log_file, stderr=subprocess.STDOUT)
     try:
