@@ -283,7 +283,7 @@ def cmd_connections(args: argparse.Namespace) -> int:
 def cmd_serve(argv: Sequence[str]) -> int:
     try:
         from eventrouter.server.__main__ import run
-        from eventrouter.server.config import add_serve_arguments
+        from eventrouter.server.config_flags import add_serve_arguments
     except ImportError as e:  # a client-only install
         print(f"{PROG} serve: the server is not installed ({e})", file=sys.stderr)
         return 2
