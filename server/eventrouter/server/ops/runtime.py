@@ -5,8 +5,8 @@
 starts, ``start`` after, then ``begin_shutdown`` first thing in a graceful
 stop and ``stop`` last.
 
-Health (grpc.health.v1.Health): the overall service ``""`` and
-``eventrouter.v1.EventRouterService`` are SERVING while
+Health (grpc.health.v1.Health: Check, Watch and List): the overall service
+``""`` and ``eventrouter.v1.EventRouterService`` are SERVING while
 ``RouterServer.is_healthy()`` returns True.  It is asked every
 ``health_interval_s`` and the status flips when the answer changes (watchers
 are told at once).  During a graceful shutdown both are NOT_SERVING for good.
@@ -21,7 +21,9 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from grpc_health.v1 import health_pb2, health_pb2_grpc  # type: ignore[import-untyped]
-from grpc_health.v1._async import HealthServicer  # type: ignore[import-untyped]
+from grpc_health.v1._async import (  # type: ignore[import-untyped]
+    HealthServicer as _GrpcHealthServicer,
+)
 from grpc_reflection.v1alpha import reflection  # type: ignore[import-untyped]
 from prometheus_client.exposition import choose_encoder
 
@@ -47,6 +49,28 @@ SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 # Status samples for the events-per-second window.
 SAMPLE_INTERVAL_S = 1.0
+
+
+class HealthServicer(_GrpcHealthServicer):  # type: ignore[misc]
+    """grpc's asyncio health servicer, plus ``List``.
+
+    grpcio-health-checking 1.85 ships ``List`` in the proto (so reflection
+    advertises it) but its asyncio servicer leaves it to the base class,
+    which answers UNIMPLEMENTED and gets an ERROR traceback logged by grpc.
+    ``List`` answers from the same table ``Check`` reads (``_server_status``,
+    filled by ``set`` and by the graceful shutdown), so the two always agree;
+    tests/ops/test_health_reflection.py notices if a release renames it.
+    """
+
+    async def List(
+        self, request: health_pb2.HealthListRequest, context: Any
+    ) -> health_pb2.HealthListResponse:
+        return health_pb2.HealthListResponse(
+            statuses={
+                service: health_pb2.HealthCheckResponse(status=status)
+                for service, status in self._server_status.items()
+            }
+        )
 
 
 class Operability:
@@ -169,4 +193,4 @@ class Operability:
         return Response(200, json.dumps(snapshot).encode(), "application/json")
 
 
-__all__ = ["HEALTH_SERVICES", "HEALTH_SERVICE_NAME", "Operability"]
+__all__ = ["HEALTH_SERVICES", "HEALTH_SERVICE_NAME", "HealthServicer", "Operability"]
