@@ -12,7 +12,6 @@ from typing import Generic, TypeVar
 
 from eventrouter.client._calls import (
     Credentials,
-    disconnect_request,
     ephemeral_request,
     is_refreshable,
     resolve_credentials,
@@ -89,22 +88,31 @@ class ClientMethods(Generic[Emitted, Ended, Sub]):
 
         Select by ``user_id`` (with ``machine_id`` or ``session_id`` to narrow
         it to one machine or session), by ``connection_id`` or by
-        ``token_id`` (the token's ``jti``). Clients see ``reason`` in the
-        stream's status: UNAVAILABLE (they may reconnect) or, with
-        ``revoke``, PERMISSION_DENIED (and a revoked ``token_id`` is refused
-        from then on). Retried on UNAVAILABLE: ending streams twice is harmless.
+        ``token_id`` (the token's ``jti``); any other mix is a TypeError.
+        Clients see ``reason`` in the stream's status: UNAVAILABLE (they may
+        reconnect) or, with ``revoke``, PERMISSION_DENIED (and a revoked
+        ``token_id`` is refused from then on). Retried on UNAVAILABLE: ending
+        streams twice is harmless.
         """
-        return self._disconnect(
-            disconnect_request(
-                user_id,
-                connection_id=connection_id,
-                machine_id=machine_id,
-                session_id=session_id,
-                token_id=token_id,
-                reason=reason,
-                revoke=revoke,
-            )
-        )
+        if machine_id is not None and session_id is not None:
+            raise TypeError("pass machine_id= or session_id=, not both")
+        if (machine_id is not None or session_id is not None) and user_id is None:
+            raise TypeError("machine_id= and session_id= need the user_id they belong to")
+        if len([s for s in (user_id, connection_id, token_id) if s is not None]) != 1:
+            raise TypeError("pass exactly one of user_id, connection_id=, token_id=")
+        request = pb.DisconnectRequest(reason=reason, revoke=revoke)
+        if connection_id is not None:
+            request.connection_id = connection_id
+        elif token_id is not None:
+            request.token_id = token_id
+        elif user_id is not None:
+            if machine_id is not None:
+                request.machine.CopyFrom(pb.MachineSelector(user_id=user_id, machine_id=machine_id))
+            elif session_id is not None:
+                request.session.CopyFrom(pb.SessionSelector(user_id=user_id, session_id=session_id))
+            else:
+                request.user_id = user_id
+        return self._disconnect(request)
 
     def subscribe(
         self,
