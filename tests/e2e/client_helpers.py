@@ -13,6 +13,7 @@ from typing import Any
 
 import grpc
 
+from eventrouter.client._results import EmitResult
 from eventrouter.server import RouterServer, ServerConfig
 from eventrouter.v1 import events_pb2
 
@@ -34,6 +35,12 @@ async def server_on_port(port: int, **overrides: Any) -> AsyncIterator[RouterSer
         yield server
     finally:
         await server.stop(grace_s=0)
+
+
+def offset(result: EmitResult) -> int:
+    """The stream offset an emitted update got (an update's result always has a position)."""
+    assert result.position is not None, result
+    return result.position.offset
 
 
 def update(i: int, session_id: str = "s1", prefix: str = "upd") -> events_pb2.UpdatePayload:

@@ -2,118 +2,31 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
-import os
-import queue
-import shutil
+import re
 import signal
 import subprocess
-import sys
-import threading
 import time
-from collections.abc import Iterator
+import tomllib
 from pathlib import Path
-from typing import Any
-
-import grpc
-import pytest
 
 from eventrouter.client._blocking import BlockingEventRouterClient
 from eventrouter.client._builders import build_delete_session_update
 from eventrouter.client._happy_json import to_happy_json
-from tests.e2e.client_helpers import free_port
+from tests.e2e.cli_helpers import (
+    ENV,
+    Lines,
+    command,
+    needs_console_script,
+    run,
+    stop,
+    subscriber,
+)
 
-_BESIDE_PYTHON = Path(sys.executable).parent / "eventrouter"
-EVENTROUTER = str(_BESIDE_PYTHON) if _BESIDE_PYTHON.exists() else shutil.which("eventrouter")
-ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
-ENV.pop("EVENTROUTER_TARGET", None)
-ENV.pop("EVENTROUTER_TOKEN", None)
+ROOT = Path(__file__).resolve().parents[2]
 
-pytestmark = pytest.mark.skipif(EVENTROUTER is None, reason="console script not installed")
-
-
-def command(*args: str) -> list[str]:
-    assert EVENTROUTER is not None
-    return [EVENTROUTER, *args]
-
-
-def stop(process: subprocess.Popen[Any], lines: Lines | None = None) -> None:
-    """Terminate a process we started (by its PID), reap it and close its pipes."""
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
-    if lines is not None:
-        lines.join()
-    for stream in (process.stdout, process.stderr):
-        if stream is not None:
-            stream.close()
-
-
-class Lines:
-    """A process's stdout, read line by line on a thread so that reads can time out."""
-
-    def __init__(self, process: subprocess.Popen[str]) -> None:
-        self._lines: queue.Queue[str | None] = queue.Queue()
-        assert process.stdout is not None
-        self._thread = threading.Thread(target=self._pump, args=(process.stdout,), daemon=True)
-        self._thread.start()
-
-    def join(self) -> None:
-        """Wait for end of file (the process has exited) so that the pipe can be closed."""
-        self._thread.join(timeout=10)
-
-    def _pump(self, stream: Any) -> None:
-        for line in stream:
-            self._lines.put(line)
-        self._lines.put(None)
-
-    def next_json(self, timeout: float = 10.0) -> Any:
-        line = self._lines.get(timeout=timeout)
-        assert line is not None, "the process closed its stdout"
-        return json.loads(line)
-
-
-@pytest.fixture(scope="module")
-def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """``eventrouter serve --insecure`` on a free port, as its own process."""
-    address = f"127.0.0.1:{free_port()}"
-    log = tmp_path_factory.mktemp("serve") / "stderr.log"
-    with open(log, "wb") as stderr:
-        server = subprocess.Popen(
-            command("serve", "--insecure", "--listen", address, "--log-level", "warning"),
-            stdout=subprocess.DEVNULL,
-            stderr=stderr,
-            env=ENV,
-        )
-    try:
-        with grpc.insecure_channel(address) as channel:
-            try:
-                grpc.channel_ready_future(channel).result(timeout=20)
-            except grpc.FutureTimeoutError:
-                pytest.fail(f"server did not start: {log.read_text()}")
-        yield address
-    finally:
-        stop(server)
-
-
-def run(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        command(*args), input=stdin, capture_output=True, text=True, env=ENV, timeout=30
-    )
-
-
-def subscriber(*args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        command("subscribe", *args),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-        env=ENV,
-    )
+pytestmark = needs_console_script
 
 
 def connection_ids(target: str, user: str) -> list[str]:
@@ -121,10 +34,10 @@ def connection_ids(target: str, user: str) -> list[str]:
         return [c.connection_id for c in client.get_connections(user)]
 
 
-def test_subscribe_emit_connections_and_sigkill(target: str) -> None:
-    sub = subscriber("--user", "u1", "--session", "s1", "--target", target)
-    raw = subscriber("--user", "u1", "--format", "proto-json", "--target", target)
-    lines, raw_lines = Lines(sub), Lines(raw)
+def test_subscribe_emit_connections_and_sigkill(cli_target: str) -> None:
+    sub = subscriber("--user", "u1", "--session", "s1", "--target", cli_target)
+    raw = subscriber("--user", "u1", "--format", "proto-json", "--target", cli_target)
+    lines, raw_lines = Lines(sub.stdout), Lines(raw.stdout)
     try:
         opened = lines.next_json()["opened"]
         assert opened["userId"] == "u1"
@@ -136,7 +49,7 @@ def test_subscribe_emit_connections_and_sigkill(target: str) -> None:
         update = to_happy_json(build_delete_session_update("s1", 7, "upd-cli-1", now_ms=1000))
         emitted = run(
             "emit", "--user", "u1", "--json", json.dumps(update), "--session-filter", "s1",
-            "--target", target,
+            "--target", cli_target,
         )  # fmt: skip
         assert emitted.returncode == 0, emitted.stderr
         response = json.loads(emitted.stdout)
@@ -153,13 +66,13 @@ def test_subscribe_emit_connections_and_sigkill(target: str) -> None:
         activity = {"type": "machine-status", "machineId": "m1", "online": True, "timestamp": 5}
         emitted = run(
             "emit", "--user", "u1", "--json", "-", "--skip", raw_opened["connectionId"],
-            "--target", target, stdin=json.dumps(activity),
+            "--target", cli_target, stdin=json.dumps(activity),
         )  # fmt: skip
         assert emitted.returncode == 0, emitted.stderr
         assert json.loads(emitted.stdout) == {"reached": 1, "duplicate": False}
         assert lines.next_json() == {"ephemeral": activity}
 
-        listed = run("connections", "u1", "--target", target)
+        listed = run("connections", "--user", "u1", "--target", cli_target)
         assert listed.returncode == 0, listed.stderr
         ids = [c["connectionId"] for c in json.loads(listed.stdout)["connections"]]
         assert sorted(ids) == sorted([connection_id, raw_opened["connectionId"]])
@@ -168,29 +81,29 @@ def test_subscribe_emit_connections_and_sigkill(target: str) -> None:
         sub.send_signal(signal.SIGKILL)
         sub.wait(timeout=10)
         deadline = time.monotonic() + 10
-        while connection_id in connection_ids(target, "u1"):
+        while connection_id in connection_ids(cli_target, "u1"):
             assert time.monotonic() < deadline, "the killed subscriber's connection stayed"
             time.sleep(0.02)
-        assert connection_ids(target, "u1") == [raw_opened["connectionId"]]
+        assert connection_ids(cli_target, "u1") == [raw_opened["connectionId"]]
     finally:
         stop(sub, lines)
         stop(raw, raw_lines)
 
 
-def test_proto_json_emit_and_resume(target: str) -> None:
+def test_proto_json_emit_and_resume(cli_target: str) -> None:
     body = (
         '{"userId": "u2", "update": {"id": "p-1", "body": {"deleteSession": {"sessionId": "s"}}}}'
     )
-    emitted = run("emit", "--proto-json", body, "--target", target)
+    emitted = run("emit", "--proto-json", body, "--target", cli_target)
     assert emitted.returncode == 0, emitted.stderr
     position = json.loads(emitted.stdout)["position"]
 
     # Resume from before the update: it is replayed first.
     sub = subscriber(
         "--user", "u2", "--resume-offset", "0", "--resume-epoch", position["epoch"],
-        "--target", target,
+        "--target", cli_target,
     )  # fmt: skip
-    lines = Lines(sub)
+    lines = Lines(sub.stdout)
     try:
         opened = lines.next_json()["opened"]
         assert opened["resume"] == "resumed"
@@ -202,8 +115,31 @@ def test_proto_json_emit_and_resume(target: str) -> None:
         stop(sub, lines)
 
 
-def test_help_for_every_command() -> None:
-    commands = [(), ("serve",), ("subscribe",), ("emit",), ("connections",)]
+def _help_entries(text: str) -> list[str]:
+    """Each option's help as one string (its first line and the indented lines after it)."""
+    entries: list[str] = []
+    for line in text.splitlines():
+        if re.match(r"^  -", line):
+            entries.append(line.strip())
+        elif entries and re.match(r"^ {3,}\S", line):
+            entries[-1] += " " + line.strip()
+        elif not line.strip() or not line.startswith(" "):
+            entries.append("")  # a section ends the entry before it
+    return [e for e in entries if e]
+
+
+def test_help_for_every_command_with_each_default_said_once() -> None:
+    commands = [
+        (),
+        ("serve",),
+        ("config",),
+        ("token",),
+        ("subscribe",),
+        ("emit",),
+        ("connections",),
+        ("disconnect",),
+        ("health",),
+    ]
     processes = [
         subprocess.Popen(
             command(*c, "--help"),
@@ -221,33 +157,139 @@ def test_help_for_every_command() -> None:
             assert process.returncode == 0, err
             assert out.startswith("usage: eventrouter"), (c, out)
             outputs[c[:1]] = out
-        assert "--listen" in outputs[("serve",)]
+            entries = _help_entries(out)
+            assert entries, out
+            for entry in entries:
+                assert entry.count("default:") <= 1, (c, entry)
+        assert "--listen HOST:PORT" in outputs[("serve",)]
         assert "--insecure" in outputs[("serve",)]
+        assert "(default: random; env EVENTROUTER_NODE_ID)" in " ".join(
+            _help_entries(outputs[("serve",)])
+        )
         assert "--resume-epoch" in outputs[("subscribe",)]
+        assert "--max-retries N" in outputs[("subscribe",)]
         assert '{"update":' in outputs[("subscribe",)]
         assert "--machine-only" in outputs[("emit",)]
-        assert "USER" in outputs[("connections",)]
+        assert "--user USER" in outputs[("connections",)]
+        assert "--token-id JTI" in outputs[("disconnect",)]
+        assert "--revoke" in outputs[("disconnect",)]
+        assert "--service NAME" in outputs[("health",)]
+        for name in ("disconnect", "health", "connections", "subscribe", "emit"):
+            assert f"    {name}" in outputs[()]
     finally:
         for process in processes:
             stop(process)
 
 
-def test_usage_and_rpc_errors(target: str) -> None:
+def test_version_names_the_package_and_the_contract() -> None:
+    result = run("--version")
+    assert result.returncode == 0, result.stderr
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert importlib.metadata.version("eventrouter") == project["version"]
+    assert result.stdout == f"eventrouter {project['version']} (contract eventrouter.v1)\n"
+
+
+def test_connections_takes_the_user_as_a_flag(cli_target: str) -> None:
+    sub = subscriber("--user", "u4", "--target", cli_target)
+    lines = Lines(sub.stdout)
+    try:
+        connection_id = lines.next_json()["opened"]["connectionId"]
+        by_flag = run("connections", "--user", "u4", "--target", cli_target)
+        assert by_flag.returncode == 0, by_flag.stderr
+        listed = json.loads(by_flag.stdout)["connections"]
+        assert [c["connectionId"] for c in listed] == [connection_id]
+        # The first release's positional form still works, and says the same.
+        positional = run("connections", "u4", "--target", cli_target)
+        assert positional.stdout == by_flag.stdout
+        missing = run("connections", "--target", cli_target)
+        assert missing.returncode == 2
+        assert "--user USER is required" in missing.stderr
+        both = run("connections", "u4", "--user", "u5", "--target", cli_target)
+        assert both.returncode == 2
+    finally:
+        stop(sub, lines)
+
+
+def test_disconnect_by_session_connection_and_machine(cli_target: str) -> None:
+    viewer = subscriber("--user", "u6", "--session", "s1", "--target", cli_target)
+    daemon = subscriber("--user", "u6", "--machine", "m1", "--target", cli_target)
+    viewer_out, viewer_err = Lines(viewer.stdout), Lines(viewer.stderr)
+    daemon_out, daemon_err = Lines(daemon.stdout), Lines(daemon.stderr)
+    try:
+        viewer_id = viewer_out.next_json()["opened"]["connectionId"]
+        daemon_out.next_json()
+
+        ended = run(
+            "disconnect", "--user", "u6", "--session", "s1", "--reason", "moved",
+            "--target", cli_target,
+        )  # fmt: skip
+        assert ended.returncode == 0, ended.stderr
+        assert json.loads(ended.stdout) == {"disconnected": 1}
+        # The viewer says why, reconnects and resumes; the daemon is untouched.
+        said = viewer_err.next_line()
+        assert said.startswith(
+            "eventrouter subscribe: UNAVAILABLE: disconnected by the service: moved;"
+            " reconnecting in "
+        ), said
+        reopened = viewer_out.next_json()["opened"]
+        assert reopened["resume"] == "resumed"
+        assert reopened["connectionId"] != viewer_id
+
+        ended = run("disconnect", "--connection", reopened["connectionId"], "--target", cli_target)
+        assert json.loads(ended.stdout) == {"disconnected": 1}
+        assert "disconnected by the service;" in viewer_err.next_line()
+        viewer_out.next_json()  # reopened once more
+
+        ended = run(
+            "disconnect", "--user", "u6", "--machine", "m1", "--revoke", "--reason", "sold",
+            "--target", cli_target,
+        )  # fmt: skip
+        assert json.loads(ended.stdout) == {"disconnected": 1}
+        assert daemon.wait(timeout=30) == 1
+        assert daemon_err.rest() == [
+            "eventrouter subscribe: a service revoked this stream; not reconnecting"
+            " (PERMISSION_DENIED: disconnected by the service: sold)"
+        ]
+        assert viewer.poll() is None
+
+        unknown = run("disconnect", "--connection", "c_nobody", "--target", cli_target)
+        assert json.loads(unknown.stdout) == {"disconnected": 0}
+        narrowed = run("disconnect", "--connection", "c1", "--session", "s1")
+        assert narrowed.returncode == 2
+        assert "--session and --machine select streams of one --user" in narrowed.stderr
+    finally:
+        stop(viewer, viewer_out, viewer_err)
+        stop(daemon, daemon_out, daemon_err)
+
+
+def test_health_exits_zero_when_serving(cli_target: str) -> None:
+    for service in ("", "eventrouter.v1.EventRouterService"):
+        checked = run("health", "--service", service, "--target", cli_target)
+        assert checked.returncode == 0, checked.stderr
+        assert json.loads(checked.stdout) == {"service": service, "status": "SERVING"}
+    unknown = run("health", "--service", "no.such.Service", "--target", cli_target)
+    assert unknown.returncode == 1
+    assert unknown.stderr == (
+        "eventrouter health: NOT_FOUND: no health status for 'no.such.Service'\n"
+    )
+
+
+def test_usage_and_rpc_errors(cli_target: str) -> None:
     bad_flag = run("emit", "--bogus")
     assert bad_flag.returncode == 2
     assert "usage:" in bad_flag.stderr
-    no_user = run("subscribe", "--target", target)
+    no_user = run("subscribe", "--target", cli_target)
     assert no_user.returncode == 2
-    bad_json = run("emit", "--user", "u3", "--json", "{not json", "--target", target)
+    bad_json = run("emit", "--user", "u3", "--json", "{not json", "--target", cli_target)
     assert bad_json.returncode == 2
     assert "--json" in bad_json.stderr
-    not_happy = run("emit", "--user", "u3", "--json", '{"t": "nope"}', "--target", target)
+    not_happy = run("emit", "--user", "u3", "--json", '{"t": "nope"}', "--target", cli_target)
     assert not_happy.returncode == 2
 
     update = json.dumps(to_happy_json(build_delete_session_update("s1", 1, "x", now_ms=1)))
     rejected = run(
         "emit", "--user", "u3", "--json", update, "--session-filter", "has space",
-        "--target", target,
+        "--target", cli_target,
     )  # fmt: skip
     assert rejected.returncode == 1
     assert "INVALID_ARGUMENT" in rejected.stderr

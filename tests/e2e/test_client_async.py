@@ -24,6 +24,7 @@ from eventrouter.client._events import (
     Connected,
     EphemeralReceived,
     Heartbeat,
+    Reconnecting,
     ReconnectPolicy,
     RefetchRequired,
     SubscriptionEvent,
@@ -35,6 +36,7 @@ from eventrouter.client._filters import (
     session_scope,
     user_scope,
 )
+from eventrouter.client._results import ConnectionInfo, EmitResult
 from eventrouter.client._subscription import Subscription
 from eventrouter.server import RouterServer
 from eventrouter.server.security.tokens import (
@@ -49,6 +51,7 @@ from tests.e2e.client_helpers import (
     big_update,
     ephemeral,
     free_port,
+    offset,
     server_on_port,
     update,
     wait_until,
@@ -80,17 +83,30 @@ async def test_emit_and_get_connections(router_server: RouterServer) -> None:
         assert sub.position.offset == 0
 
         sent = await client.emit_update("alice", update(1), all_interested_in_session("s1"))
-        assert (sent.reached, sent.duplicate, sent.position.offset) == (1, False, 1)
+        assert (sent.reached, sent.duplicate, offset(sent)) == (1, False, 1)
         again = await client.emit_update("alice", update(1))
         assert again.duplicate
-        assert again.position.offset == 1
+        assert offset(again) == 1
         missed = await client.emit_ephemeral("alice", ephemeral("m1"), machine_only("m1"))
-        assert missed.reached == 0
+        # Typed results, as subscribe yields: an ephemeral has no position at all.
+        assert missed == EmitResult(reached=0, duplicate=False, position=None)
 
         connections = await client.get_connections("alice")
+        assert [type(c) for c in connections] == [ConnectionInfo]
         assert [c.connection_id for c in connections] == [sub.connection_id]
         assert connections[0].scope.session.session_id == "s1"
+        assert connections[0].node_id == router_server.router.node_id
         assert await client.get_connections("nobody") == []
+
+        # Disconnect ends the session's stream; the subscription comes back by itself.
+        assert await client.disconnect("alice", session_id="s1", reason="moved") == 1
+        await client.emit_update("alice", update(2))  # replayed when it resumes
+        events = await take(sub, 2)
+        assert [e.payload.id for e in events if isinstance(e, UpdateReceived)] == ["upd-1", "upd-2"]
+        assert sub.reconnects == 1
+        assert await client.disconnect(connection_id="c_nobody") == 0
+        with pytest.raises(TypeError, match="exactly one"):
+            await client.disconnect("alice", token_id="t1")
 
 
 async def test_concurrent_emits_are_batched_with_per_call_results(
@@ -103,7 +119,7 @@ async def test_concurrent_emits_are_batched_with_per_call_results(
     ):
         results = await asyncio.gather(*(client.emit_update("bob", update(i)) for i in range(200)))
         # Every caller got its own result, in the order the emits were called.
-        assert [r.position.offset for r in results] == list(range(1, 201))
+        assert [offset(r) for r in results] == list(range(1, 201))
         assert all(r.reached == 1 for r in results)
         rpcs = counter.count("Emit", "EmitBatch")
         assert 1 <= rpcs < 200
@@ -112,7 +128,7 @@ async def test_concurrent_emits_are_batched_with_per_call_results(
         # A lone emit goes out at once as a plain Emit (no timer, no batch).
         before = counter.calls["Emit"]
         lone = await client.emit_update("bob", update(200))
-        assert lone.position.offset == 201
+        assert offset(lone) == 201
         assert counter.calls["Emit"] == before + 1
 
         events = await take(sub, 201)
@@ -127,7 +143,7 @@ async def test_max_batch_size_bounds_each_call(router_server: RouterServer) -> N
         target(router_server), interceptors=[counter], max_batch_size=16
     ) as client:
         results = await asyncio.gather(*(client.emit_update("carol", update(i)) for i in range(64)))
-        assert [r.position.offset for r in results] == list(range(1, 65))
+        assert [offset(r) for r in results] == list(range(1, 65))
         assert counter.count("Emit", "EmitBatch") >= 4
 
 
@@ -152,9 +168,9 @@ async def test_invalid_item_in_a_batch_fails_only_its_caller(router_server: Rout
         )
         ok1, error, ok2 = results
         assert not isinstance(ok1, BaseException)
-        assert ok1.position.offset == 1
+        assert offset(ok1) == 1
         assert not isinstance(ok2, BaseException)
-        assert ok2.position.offset == 2
+        assert offset(ok2) == 2
         assert isinstance(error, InvalidArgumentError)
         assert error.code == grpc.StatusCode.INVALID_ARGUMENT
         assert error.field == "update.body.relationship_updated.status"
@@ -181,7 +197,7 @@ async def test_invalid_item_in_a_batch_fails_only_its_caller(router_server: Rout
             )
         assert caught.value.field == "emits[1].update.body.relationship_updated.status"
         done = await client.emit_batch([update_request("dave", update(3))])
-        assert done[0].position.offset == 3
+        assert offset(done[0]) == 3
 
 
 async def test_emit_is_retried_until_the_router_comes_up() -> None:
@@ -203,7 +219,7 @@ async def test_emit_is_retried_until_the_router_comes_up() -> None:
         async with server_on_port(port, insecure=True):
             async with asyncio.timeout(15):
                 result = await pending
-            assert result.position.offset == 1
+            assert offset(result) == 1
             keyed = await client.emit_ephemeral("erin", ephemeral(), idempotency_key="k1")
             assert not keyed.duplicate
 
@@ -259,7 +275,7 @@ async def test_too_slow_subscriber_reconnects_and_resumes_exactly_once() -> None
         # writer blocks, the queue of 4 overflows and the router ends the
         # stream with RESOURCE_EXHAUSTED.
         sent = await client.emit_batch([update_request("hank", big_update(i)) for i in range(50)])
-        assert [r.position.offset for r in sent] == list(range(1, 51))
+        assert [offset(r) for r in sent] == list(range(1, 51))
         await wait_until(lambda: not server.router.get_connections("hank"))
 
         events = await take(sub, 50)
@@ -320,6 +336,40 @@ async def test_heartbeats_and_connected_events_on_request(router_server: RouterS
         assert connected.opened.heartbeat_interval_ms == 1000
         assert isinstance(heartbeat, Heartbeat)
         assert heartbeat.server_time_ms > 0
+
+
+async def test_reconnecting_events_say_why_and_the_subscription_gives_up() -> None:
+    port = free_port()
+    policy = ReconnectPolicy(backoff=Backoff(base_s=0.01, max_s=0.05), max_attempts=2)
+    async with EventRouterClient(f"127.0.0.1:{port}", reconnect=policy) as client:
+        sub = client.subscribe(user_scope(), user_id="leo", include_control=True)
+        async with server_on_port(port, insecure=True):
+            await sub.open()
+            await client.emit_update("leo", update(1))
+            connected, first = await take(sub, 2)
+            assert isinstance(connected, Connected)
+            assert isinstance(first, UpdateReceived)
+
+            assert await client.disconnect("leo", reason="maintenance") == 1
+            reconnecting, connected = await take(sub, 2)
+            assert isinstance(reconnecting, Reconnecting)
+            assert reconnecting.code == grpc.StatusCode.UNAVAILABLE
+            assert reconnecting.details == "disconnected by the service: maintenance"
+            assert (reconnecting.attempt, reconnecting.max_attempts) == (1, 2)
+            assert 0 <= reconnecting.delay_s <= 0.02  # first wait: U(0, base_s * 2)
+            assert isinstance(connected, Connected)
+            await client.emit_update("leo", update(2))
+            (second,) = await take(sub, 1)
+            assert isinstance(second, UpdateReceived)  # progress: the count starts again
+        # The router is gone: two failed attempts are announced, the third raises.
+        attempts = await take(sub, 2)
+        assert [(type(e), getattr(e, "attempt", None)) for e in attempts] == [
+            (Reconnecting, 1),
+            (Reconnecting, 2),
+        ]
+        with pytest.raises(UnavailableError, match="gave up after 2 reconnects"):
+            await take(sub, 1)
+        assert sub.closed
 
 
 async def test_bearer_tokens_and_a_refreshed_token_after_expiry(tmp_path: Path) -> None:

@@ -24,6 +24,7 @@ from eventrouter.client._events import (
     UpdateReceived,
 )
 from eventrouter.client._filters import all_interested_in_session, session_scope, user_scope
+from eventrouter.client._results import ConnectionInfo, EmitResult
 from eventrouter.v1 import events_pb2
 from tests.e2e.client_helpers import (
     BlockingRpcCounter,
@@ -31,6 +32,7 @@ from tests.e2e.client_helpers import (
     big_update,
     ephemeral,
     free_port,
+    offset,
     server_thread,
     update,
     wait_until_sync,
@@ -58,10 +60,10 @@ def test_emit_subscribe_and_get_connections() -> None:
         assert sub.position is not None
 
         sent = client.emit_update("alice", update(1), all_interested_in_session("s1"))
-        assert (sent.reached, sent.position.offset) == (1, 1)
-        client.emit_ephemeral("alice", ephemeral("m1"))
+        assert (sent.reached, offset(sent)) == (1, 1)
+        assert client.emit_ephemeral("alice", ephemeral("m1")) == EmitResult(1, False, None)
         batch = client.emit_batch([update_request("alice", update(i)) for i in (2, 3)])
-        assert [r.position.offset for r in batch] == [2, 3]
+        assert [offset(r) for r in batch] == [2, 3]
 
         first, second, third, fourth = take(sub, 4)
         assert isinstance(first, UpdateReceived)
@@ -74,6 +76,7 @@ def test_emit_subscribe_and_get_connections() -> None:
         assert sub.position.offset == 3
 
         connections = client.get_connections("alice")
+        assert [type(c) for c in connections] == [ConnectionInfo]
         assert [c.connection_id for c in connections] == [sub.connection_id]
 
         with pytest.raises(InvalidArgumentError) as caught:
@@ -84,6 +87,14 @@ def test_emit_subscribe_and_get_connections() -> None:
         payload = next(sub.payloads())
         assert isinstance(payload, events_pb2.UpdatePayload)
         assert payload.id == "upd-4"
+
+        # Disconnect ends the stream; the subscription resumes by itself.
+        assert client.disconnect(connection_id=sub.connection_id) == 1
+        client.emit_update("alice", update(5))
+        payload = next(sub.payloads())
+        assert isinstance(payload, events_pb2.UpdatePayload)
+        assert payload.id == "upd-5"
+        assert sub.reconnects == 1
     assert sub.closed
 
 
@@ -117,7 +128,7 @@ def test_emit_is_retried_until_the_router_comes_up() -> None:
         wait_until_sync(lambda: counter.codes[grpc.StatusCode.UNAVAILABLE] >= 3)
         assert not pending.done()
         with server_thread(port, insecure=True):
-            assert pending.result(timeout=15).position.offset == 1
+            assert offset(pending.result(timeout=15)) == 1
 
 
 @pytest.mark.timeout(30)

@@ -619,6 +619,9 @@ def server_command(port: int) -> list[str]:
         f"127.0.0.1:{port}",
         "--shutdown-grace-s",
         str(GRACE_S),
+        # No fixed metrics port: a busy one would stop the start.
+        "--metrics-listen",
+        "",
     ]
     if "insecure" in {f.name for f in dataclasses.fields(ServerConfig)}:
         command.append("--insecure")

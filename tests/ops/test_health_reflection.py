@@ -8,6 +8,7 @@ router, health and reflection services and resolves the router's methods.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 
 import grpc
@@ -62,6 +63,29 @@ async def test_serving_for_the_server_and_the_router(health: health_pb2_grpc.Hea
     with pytest.raises(grpc.aio.AioRpcError) as unknown:
         await check(health, "no.such.Service")
     assert unknown.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_list_reports_every_service_without_an_error_logged(
+    server: RouterServer,
+    health: health_pb2_grpc.HealthStub,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING)  # every logger: grpc logs a failing servicer as ERROR
+    # Reflection advertises Health with all its methods; List must answer.
+    listed = await health.List(health_pb2.HealthListRequest(), timeout=5)
+    assert {name: r.status for name, r in listed.statuses.items()} == {
+        "": SERVING,
+        SERVICE_NAME: SERVING,
+    }
+    monkeypatch.setattr(server, "is_healthy", lambda: False)
+
+    async def listed_not_serving() -> bool:
+        listed = await health.List(health_pb2.HealthListRequest(), timeout=5)
+        return {r.status for r in listed.statuses.values()} == {NOT_SERVING}
+
+    await wait_until(listed_not_serving, what="List to follow is_healthy()")
+    assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []
 
 
 async def test_status_follows_is_healthy(

@@ -250,10 +250,10 @@ async def test_server_json_logs_hash_user_ids_and_leave_out_payloads(tmp_path: P
     text = "\n".join(lines)
     assert user_id not in text
     assert marker not in text
-    insecure = [r for r in records if r["msg"].startswith("INSECURE stream")]
-    assert len(insecure) == 1
-    assert re.fullmatch(r"u:[0-9a-f]{16}", insecure[0]["user_id"])
-    assert insecure[0]["user_id"] in insecure[0]["msg"]
+    opened = [r for r in records if r["msg"] == "stream opened"]
+    assert len(opened) == 1
+    assert re.fullmatch(r"u:[0-9a-f]{16}", opened[0]["user_id"])
+    assert [r["msg"].split(":")[0] for r in records if "INSECURE" in r["msg"]] == ["INSECURE MODE"]
     assert any(r["msg"].startswith("shutting down") for r in records)
 
 

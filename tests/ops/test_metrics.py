@@ -9,6 +9,8 @@ from the server.
 
 from __future__ import annotations
 
+import errno
+import os
 from collections import Counter
 from collections.abc import AsyncIterator
 from types import SimpleNamespace
@@ -16,10 +18,12 @@ from types import SimpleNamespace
 import grpc
 import pytest
 
-from eventrouter.server import CloseReason, RouterServer, UserScopedConnection
+from eventrouter.server import CloseReason, RouterServer, ServerConfig, UserScopedConnection
+from eventrouter.server.binding import ListenError
 from eventrouter.server.core.stats import Histogram
 from eventrouter.v1 import router_service_pb2 as pb
 from eventrouter.v1 import router_service_pb2_grpc as pb_grpc
+from tests.e2e.client_helpers import free_port, server_on_port
 from tests.ops._support import family, http_get, scrape, value
 from tests.support.model import (
     USER,
@@ -292,15 +296,24 @@ async def test_metrics_endpoint_speaks_http(server: RouterServer) -> None:
     assert post.headers["allow"] == "GET, HEAD"
 
 
-async def test_a_busy_metrics_port_does_not_stop_the_router() -> None:
+async def test_a_busy_metrics_port_stops_the_start_and_leaves_nothing_bound() -> None:
+    grpc_port = free_port()
     async with running_server(metrics_listen="127.0.0.1:0") as first:
         taken = first.ops.metrics_port
-        async with running_server(metrics_listen=f"127.0.0.1:{taken}") as second:
-            assert second.ops.metrics_port is None
-            async with grpc.aio.insecure_channel(f"127.0.0.1:{second.port}") as channel:
-                stub = pb_grpc.EventRouterServiceStub(channel)
-                response = await stub.Emit(update_request("u", "x"))
-                assert response.reached == 0
+        second = RouterServer(
+            ServerConfig(
+                listen=f"127.0.0.1:{grpc_port}", metrics_listen=f"127.0.0.1:{taken}", insecure=True
+            )
+        )
+        with pytest.raises(ListenError) as refused:
+            await second.start()
+        assert str(refused.value) == (
+            f"cannot listen on 127.0.0.1:{taken} for metrics and the status page:"
+            f" {os.strerror(errno.EADDRINUSE)}; change it with --metrics-listen"
+        )
+    # The gRPC port the failed start had bound is free again.
+    async with server_on_port(grpc_port, insecure=True, metrics_listen="") as third:
+        assert third.port == grpc_port
 
 
 async def test_evicted_ephemerals_count_as_drops(server: RouterServer) -> None:

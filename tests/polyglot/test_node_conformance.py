@@ -39,7 +39,6 @@ from eventrouter.server.security.tokens import (
     generate_hs256_jwks,
 )
 from eventrouter.v1 import router_service_pb2 as pb
-from tests.conftest import require_tool
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "tests" / "polyglot" / "conformance.mjs"
@@ -57,19 +56,6 @@ class Router:
     target: str
     keys: KeySet
     log: Path
-
-
-@pytest.fixture(scope="module")
-def node() -> str:
-    path = shutil.which("node")
-    require_tool(path is not None, "node (Node.js)")
-    assert path is not None
-    for package in ("@grpc/grpc-js", "@grpc/proto-loader"):
-        require_tool(
-            (ROOT / "node_modules" / package / "package.json").exists(),
-            f"node_modules/{package} (run `make node-deps`)",
-        )
-    return path
 
 
 def _free_port() -> int:
@@ -103,7 +89,7 @@ def router(node: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rout
     log = tmp / "server.log"
     port = _free_port()
     command = [sys.executable, "-m", "eventrouter.server", "--listen", f"127.0.0.1:{port}"]
-    command += ["--keys-file", str(keys_file), "--shutdown-grace-s", "0"]
+    command += ["--keys-file", str(keys_file), "--shutdown-grace-s", "0", "--metrics-listen", ""]
     with log.open("wb") as log_file:
         proc = subprocess.Popen(command, cwd=ROOT, stdout=log_file, stderr=subprocess.STDOUT)
     try:

@@ -1,25 +1,26 @@
-"""The README's runnable examples run: a README that lies fails the suite."""
+"""The README's runnable examples run: a README that lies fails the suite.
+
+The examples that need a server run in tests/e2e/test_readme_clients.py and
+tests/polyglot/test_readme_node.py; this module runs the others and checks
+that none is left out.
+"""
 
 from __future__ import annotations
 
-import re
-from pathlib import Path
-
 import pytest
 
-README = Path(__file__).resolve().parents[2] / "README.md"
-EXAMPLE = re.compile(r"<!-- readme-example: (\S+) -->\n```python\n(.*?)```", re.DOTALL)
+from tests.support.readme import OFFLINE, SERVED, examples, outputs
 
 
-def examples() -> dict[str, str]:
-    return dict(EXAMPLE.findall(README.read_text()))
+def test_every_example_is_run_somewhere() -> None:
+    assert set(examples()) == OFFLINE | SERVED
+    assert set(outputs()) <= set(examples())
+    assert {examples()[name].language for name in SERVED} == {"python", "js"}
 
 
-def test_readme_has_the_codec_example() -> None:
-    assert "codec" in examples()
-
-
-@pytest.mark.parametrize("name", sorted(examples()))
+@pytest.mark.parametrize("name", sorted(OFFLINE))
 def test_readme_example_runs(name: str, capsys: pytest.CaptureFixture[str]) -> None:
-    exec(compile(examples()[name], f"README.md:{name}", "exec"), {})
+    example = examples()[name]
+    assert example.language == "python"
+    exec(compile(example.code, f"README.md:{name}", "exec"), {})
     assert "sess_1" in capsys.readouterr().out

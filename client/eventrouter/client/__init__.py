@@ -50,6 +50,7 @@ from eventrouter.client._events import (
     Connected,
     EphemeralReceived,
     Heartbeat,
+    Reconnecting,
     ReconnectPolicy,
     RefetchRequired,
     SubscriptionEvent,
@@ -90,6 +91,7 @@ from eventrouter.client._records import (
     SessionRecord,
     Versioned,
 )
+from eventrouter.client._results import ConnectionInfo, EmitResult
 from eventrouter.client._subscription import Subscription
 
 __all__ = [
@@ -103,9 +105,11 @@ __all__ = [
     "BlockingEventRouterClient",
     "BlockingSubscription",
     "Connected",
+    "ConnectionInfo",
     "Credentials",
     "DateLike",
     "DeadlineExceededError",
+    "EmitResult",
     "EphemeralReceived",
     "EventRouterClient",
     "EventRouterError",
@@ -122,6 +126,7 @@ __all__ = [
     "MessageRecord",
     "PermissionDeniedError",
     "ReconnectPolicy",
+    "Reconnecting",
     "RefetchRequired",
     "RelationshipData",
     "ResourceExhaustedError",

@@ -41,7 +41,6 @@ from eventrouter.client._calls import (
     retry_safe,
 )
 from eventrouter.client._events import (
-    ClientMethods,
     EphemeralReceived,
     ReconnectPolicy,
     SubscriptionCore,
@@ -49,6 +48,8 @@ from eventrouter.client._events import (
     SubscriptionState,
     UpdateReceived,
 )
+from eventrouter.client._methods import ClientMethods
+from eventrouter.client._results import ConnectionInfo, EmitResult
 from eventrouter.v1 import events_pb2
 from eventrouter.v1 import router_service_pb2 as pb
 from eventrouter.v1 import router_service_pb2_grpc as pb_grpc
@@ -129,7 +130,7 @@ class BlockingSubscription(SubscriptionCore):
             self._buffer.extend(self._state.on_response(response))
 
 
-class BlockingEventRouterClient(ClientMethods[pb.EmitResponse, "BlockingSubscription"]):
+class BlockingEventRouterClient(ClientMethods[EmitResult, int, BlockingSubscription]):
     """Blocking client of ``eventrouter.v1.EventRouterService``; arguments as ``EventRouterClient``.
 
     ``interceptors`` are grpc's (blocking) client interceptors.
@@ -203,25 +204,29 @@ class BlockingEventRouterClient(ClientMethods[pb.EmitResponse, "BlockingSubscrip
             except grpc.RpcError as e:
                 time.sleep(retrying.delay_after(e))
 
-    def emit(self, request: pb.EmitRequest) -> pb.EmitResponse:
+    def emit(self, request: pb.EmitRequest) -> EmitResult:
         """Send a ready ``EmitRequest``."""
         check_request(request)
         response: pb.EmitResponse = self._unary(self._stub.Emit, request, retry_safe(request))
-        return response
+        return EmitResult.from_response(response)
 
-    def emit_batch(self, requests: Iterable[pb.EmitRequest]) -> list[pb.EmitResponse]:
+    def emit_batch(self, requests: Iterable[pb.EmitRequest]) -> list[EmitResult]:
         """Send many emits in one EmitBatch call; one invalid item rejects them all."""
         request, safe = batch_request(requests)
         if not request.emits:
             return []
         response: pb.EmitBatchResponse = self._unary(self._stub.EmitBatch, request, safe)
-        return list(response.results)
+        return [EmitResult.from_response(r) for r in response.results]
 
-    def get_connections(self, user_id: str) -> list[pb.ConnectionInfo]:
+    def get_connections(self, user_id: str) -> list[ConnectionInfo]:
         """The user's open connections, oldest first."""
         request = pb.GetConnectionsRequest(user_id=user_id)
         response: pb.GetConnectionsResponse = self._unary(self._stub.GetConnections, request, True)
-        return list(response.connections)
+        return [ConnectionInfo.from_message(c) for c in response.connections]
+
+    def _disconnect(self, request: pb.DisconnectRequest) -> int:
+        response: pb.DisconnectResponse = self._unary(self._stub.Disconnect, request, True)
+        return response.disconnected
 
     def _subscription(
         self, state: SubscriptionState, credentials: Credentials | None

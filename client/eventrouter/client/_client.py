@@ -1,15 +1,15 @@
 """``EventRouterClient``: the asyncio client services use to emit, and apps to subscribe.
 
 >>> async with EventRouterClient("127.0.0.1:50051") as client:  # doctest: +SKIP
-...     response = await client.emit_update("u1", payload, all_interested_in_session("s1"))
-...     response.position.offset
+...     result = await client.emit_update("u1", payload, all_interested_in_session("s1"))
+...     result.position
 
 Auto-batching. A unary call costs the router about the same CPU whatever it
 carries, so the client keeps at most one Emit/EmitBatch call in flight and
 queues the emits that arrive meanwhile; when the call returns, everything
 queued (up to ``max_batch_size`` emits / ``max_batch_bytes``) leaves as one
 EmitBatch. There is no timer: a lone emit goes out at once. Each caller still
-awaits its own ``EmitResponse`` or error, and emits are applied in the order
+awaits its own ``EmitResult`` or error, and emits are applied in the order
 they were called. Because the router rejects a whole batch when one item is
 invalid, items are checked client-side first, and a batch the router still
 rejects (INVALID_ARGUMENT, or RESOURCE_EXHAUSTED for an oversized item) is
@@ -49,7 +49,9 @@ from eventrouter.client._calls import (
     resolve_credentials,
     retry_safe,
 )
-from eventrouter.client._events import ClientMethods, ReconnectPolicy, SubscriptionState
+from eventrouter.client._events import ReconnectPolicy, SubscriptionState
+from eventrouter.client._methods import ClientMethods
+from eventrouter.client._results import ConnectionInfo, EmitResult
 from eventrouter.client._subscription import Subscription
 from eventrouter.v1 import router_service_pb2 as pb
 from eventrouter.v1 import router_service_pb2_grpc as pb_grpc
@@ -120,7 +122,9 @@ def _wrap(error: grpc.RpcError) -> EventRouterError:
     return wrapped
 
 
-class EventRouterClient(ClientMethods[Coroutine[Any, Any, pb.EmitResponse], Subscription]):
+class EventRouterClient(
+    ClientMethods[Coroutine[Any, Any, EmitResult], Coroutine[Any, Any, int], Subscription]
+):
     """Asyncio client of ``eventrouter.v1.EventRouterService``.
 
     ``target`` is ``HOST:PORT``. ``user_id=`` / ``token=`` / ``credentials=``
@@ -220,14 +224,14 @@ class EventRouterClient(ClientMethods[Coroutine[Any, Any, pb.EmitResponse], Subs
 
     # -- emitting ------------------------------------------------------------
 
-    async def emit(self, request: pb.EmitRequest) -> pb.EmitResponse:
+    async def emit(self, request: pb.EmitRequest) -> EmitResult:
         """Send a ready ``EmitRequest`` (auto-batched with concurrent emits)."""
         check_request(request)
         future: asyncio.Future[pb.EmitResponse] = asyncio.get_running_loop().create_future()
         self._enqueue(_Emit(request, future))
-        return await future
+        return EmitResult.from_response(await future)
 
-    async def emit_batch(self, requests: Iterable[pb.EmitRequest]) -> list[pb.EmitResponse]:
+    async def emit_batch(self, requests: Iterable[pb.EmitRequest]) -> list[EmitResult]:
         """Send many emits in one EmitBatch call; one invalid item rejects them all.
 
         Results come back in request order. The batch keeps its place in the
@@ -239,7 +243,7 @@ class EventRouterClient(ClientMethods[Coroutine[Any, Any, pb.EmitResponse], Subs
             return []
         future: asyncio.Future[list[pb.EmitResponse]] = asyncio.get_running_loop().create_future()
         self._enqueue(_Batch(request, safe, future))
-        return await future
+        return [EmitResult.from_response(response) for response in await future]
 
     def _enqueue(self, item: _Emit | _Batch) -> None:
         self._get_stub()  # raises when closed
@@ -358,13 +362,19 @@ class EventRouterClient(ClientMethods[Coroutine[Any, Any, pb.EmitResponse], Subs
 
     # -- reading -------------------------------------------------------------
 
-    async def get_connections(self, user_id: str) -> list[pb.ConnectionInfo]:
+    async def get_connections(self, user_id: str) -> list[ConnectionInfo]:
         """The user's open connections, oldest first (retried on UNAVAILABLE: it is a read)."""
         request = pb.GetConnectionsRequest(user_id=user_id)
         response: pb.GetConnectionsResponse = await self._unary(
             self._get_stub().GetConnections, request, True
         )
-        return list(response.connections)
+        return [ConnectionInfo.from_message(c) for c in response.connections]
+
+    async def _disconnect(self, request: pb.DisconnectRequest) -> int:
+        response: pb.DisconnectResponse = await self._unary(
+            self._get_stub().Disconnect, request, True
+        )
+        return response.disconnected
 
     def _subscription(
         self, state: SubscriptionState, credentials: Credentials | None

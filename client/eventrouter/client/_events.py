@@ -1,12 +1,11 @@
-"""Typed subscription events, and what both clients share above single calls.
+"""Typed subscription events, and the subscription logic both clients share.
 
 ``SubscriptionState`` is the whole logic of a subscription without any I/O:
 it builds each ``SubscribeRequest`` (resuming after the last position seen),
 turns each ``SubscribeResponse`` into typed events, and decides after a
 stream ends whether to reconnect and after how long. ``SubscriptionCore``
 holds what the asyncio and the blocking subscriptions share around it, so
-each of them is only its read loop; ``ClientMethods`` is the argument
-handling the two clients share.
+each of them is only its read loop.
 
 Where the resume guarantee stops: the router replays every update after the
 position *that was routed to this connection*, or says it cannot
@@ -21,7 +20,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import Any
 
 import grpc
 
@@ -29,11 +28,7 @@ from eventrouter.client._calls import (
     Backoff,
     Credentials,
     call_metadata,
-    ephemeral_request,
-    is_refreshable,
     make_error,
-    resolve_credentials,
-    update_request,
 )
 from eventrouter.v1 import events_pb2, routing_pb2
 from eventrouter.v1 import router_service_pb2 as pb
@@ -43,6 +38,7 @@ __all__ = [
     "EphemeralReceived",
     "Heartbeat",
     "ReconnectPolicy",
+    "Reconnecting",
     "RefetchRequired",
     "SubscriptionEvent",
     "UpdateReceived",
@@ -91,7 +87,28 @@ class Connected:
     opened: pb.ConnectionOpened
 
 
-SubscriptionEvent = UpdateReceived | EphemeralReceived | RefetchRequired | Heartbeat | Connected
+@dataclass(frozen=True, slots=True)
+class Reconnecting:
+    """A stream ended and a new one opens after ``delay_s`` (only with ``include_control``).
+
+    ``code`` and ``details`` say why the stream ended (a stream that ended
+    without a status counts as UNAVAILABLE). ``attempt`` counts the
+    consecutive failed attempts, this one included (0 when an expired
+    credential is refreshed and the stream reopens at once);
+    ``max_attempts`` is the policy's limit (None: no limit). After the last
+    attempt the subscription raises instead.
+    """
+
+    code: grpc.StatusCode
+    details: str
+    attempt: int
+    max_attempts: int | None
+    delay_s: float
+
+
+SubscriptionEvent = (
+    UpdateReceived | EphemeralReceived | RefetchRequired | Heartbeat | Connected | Reconnecting
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -385,89 +402,14 @@ class SubscriptionCore:
         except Exception as error:
             self._closed = True
             raise error from cause
-
-
-Emitted = TypeVar("Emitted")
-Sub = TypeVar("Sub")
-
-
-class ClientMethods(Generic[Emitted, Sub]):
-    """The argument handling both clients share; each provides ``emit`` and ``_subscription``.
-
-    ``Emitted`` is what ``emit`` returns (an ``EmitResponse``, or for the
-    asyncio client a coroutine of one), ``Sub`` the subscription type.
-    """
-
-    reconnect: ReconnectPolicy
-    _credentials: Credentials | None
-
-    def emit(self, request: pb.EmitRequest) -> Emitted:
-        raise NotImplementedError
-
-    def _subscription(self, state: SubscriptionState, credentials: Credentials | None) -> Sub:
-        raise NotImplementedError
-
-    def emit_update(
-        self,
-        user_id: str,
-        payload: events_pb2.UpdatePayload,
-        recipient_filter: routing_pb2.RecipientFilter | None = None,
-        skip_connection_id: str | None = None,
-    ) -> Emitted:
-        """Route a persistent update; ``payload.id`` makes a repeat harmless (and retries safe)."""
-        return self.emit(update_request(user_id, payload, recipient_filter, skip_connection_id))
-
-    def emit_ephemeral(
-        self,
-        user_id: str,
-        payload: events_pb2.EphemeralPayload,
-        recipient_filter: routing_pb2.RecipientFilter | None = None,
-        skip_connection_id: str | None = None,
-        idempotency_key: str | None = None,
-    ) -> Emitted:
-        """Route a transient event; retried on UNAVAILABLE only with an ``idempotency_key``."""
-        return self.emit(
-            ephemeral_request(
-                user_id, payload, recipient_filter, skip_connection_id, idempotency_key
+        state = self._state
+        if state.include_control:
+            self._buffer.append(
+                Reconnecting(
+                    code or grpc.StatusCode.UNAVAILABLE,
+                    details,
+                    state.failures,
+                    state.policy.max_attempts,
+                    self._delay,
+                )
             )
-        )
-
-    def subscribe(
-        self,
-        scope: routing_pb2.ConnectionScope,
-        *,
-        user_id: str | None = None,
-        token: str | Callable[[], str] | None = None,
-        credentials: Credentials | None = None,
-        resume_from: pb.StreamPosition | None = None,
-        heartbeat_ms: int = 0,
-        reconnect: bool | ReconnectPolicy = True,
-        include_control: bool = False,
-    ) -> Sub:
-        """Open a connection of ``scope``; iterate it inside ``with`` / ``async with``.
-
-        Credentials (at most one of ``user_id=``, ``token=``,
-        ``credentials=``) default to the client's. ``resume_from`` replays
-        every update after that position first (or yields
-        ``RefetchRequired``). ``heartbeat_ms`` asks for idle heartbeats (the
-        asyncio subscription treats three silent intervals as a dead
-        stream). ``reconnect`` is True (the client's ``ReconnectPolicy``),
-        False, or a policy of its own. ``include_control`` also yields
-        ``Connected`` (every stream opened) and ``Heartbeat`` events.
-        """
-        creds = resolve_credentials(
-            user_id=user_id, token=token, credentials=credentials, default=self._credentials
-        )
-        if isinstance(reconnect, ReconnectPolicy):
-            policy = reconnect
-        else:
-            policy = self.reconnect if reconnect else ReconnectPolicy(enabled=False)
-        state = SubscriptionState(
-            scope,
-            resume_from=resume_from,
-            heartbeat_ms=heartbeat_ms,
-            policy=policy,
-            include_control=include_control,
-            refreshable_credentials=is_refreshable(creds),
-        )
-        return self._subscription(state, creds)

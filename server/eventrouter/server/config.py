@@ -158,57 +158,6 @@ class ServerConfig:
         return options
 
 
-_HELP = {
-    "listen": "address to listen on, HOST:PORT (port 0 picks a free one)",
-    "log_level": "debug, info, warning or error",
-    "queue_max_events": "events pending per connection before the overflow policy applies",
-    "queue_max_bytes": "bytes pending per connection before the overflow policy applies",
-    "queue_overflow_grace_ms": "how long a burst may keep a queue over its limits (up to twice"
-    " them) while its writer catches up; 0 = never",
-    "history_max_updates": "updates kept per user for resume",
-    "history_max_age_s": "seconds an update is kept for resume",
-    "idempotency_window_s": "seconds a repeated update id (or ephemeral key) is recognized",
-    "max_event_bytes": "largest event accepted (RESOURCE_EXHAUSTED above)",
-    "max_request_bytes": "largest request message accepted (EmitBatch)",
-    "heartbeat_ms": "heartbeat interval on idle streams, 0 = only when a client asks",
-    "keepalive_time_s": "seconds between server keepalive pings",
-    "keepalive_timeout_s": "seconds to wait for a ping ack before dropping the transport",
-    "min_client_ping_interval_s": "minimum interval allowed between client pings",
-    "max_connection_age_s": "close transports older than this, so load balancers can rebalance;"
-    " 0 = never",
-    "max_connection_age_grace_s": "grace for calls on a transport closed for its age",
-    "shutdown_grace_s": "seconds in-flight emits get on SIGTERM before the process exits",
-    "node_id": "this node's id (default: random)",
-    "broker": "memory:// (one node), redis://HOST:PORT/DB or redis+cluster://HOST:PORT (nodes"
-    " sharing Redis >= 7); options as ?timeout=1&presence_ttl=30, see the README",
-    "insecure": "LOCAL EXPERIMENTS ONLY: trust a user id sent as x-eventrouter-user-id metadata"
-    " and let anyone emit",
-    "keys_file": "JWKS file of token keys (default: created with a random secret on first start"
-    " at $XDG_STATE_HOME/eventrouter/signing-keys.json)",
-    "revoked_token_ids": "comma-separated token ids (jti) to refuse",
-    "tls_cert": "PEM certificate chain: serve TLS",
-    "tls_key": "PEM private key of --tls-cert",
-    "tls_client_ca": "PEM CA bundle: require client certificates signed by it (mTLS)",
-    "service_subjects": "comma-separated client-certificate common names accepted as services",
-    "max_streams_per_user": "streams one user may hold on this node",
-    "max_streams_per_node": "streams this node holds in total",
-    "max_concurrent_handshakes": "Subscribe calls allowed between arrival and first write",
-    "emit_rate_per_service": "events per second per service credential, 0 = unlimited",
-    "emit_burst_per_service": "events a service may burst above its rate",
-    "id_max_length": "longest user, session, machine or connection id accepted",
-    "log_format": "text (for a terminal), json or logfmt (one record per line, for collectors)",
-    "event_loop": "auto (uvloop when installed, else asyncio's), uvloop or asyncio",
-    "hash_user_ids": "log user ids (and show them on the status page) as a keyed hash"
-    " 'u:<16 hex>' instead of in clear",
-    "hash_key_file": "file holding the hash key of --hash-user-ids (at least 16 bytes, e.g."
-    " `head -c 32 /dev/urandom`); same key = same hashes across nodes and restarts;"
-    " empty = a random key per process",
-    "metrics_listen": "HOST:PORT of the HTTP endpoint serving /metrics (Prometheus), the status"
-    " page / and /status.json; empty = off",
-    "health_interval_s": "seconds between checks that update the gRPC health status",
-}
-
-
 # ---------------------------------------------------------------------------
 # Validation
 # ---------------------------------------------------------------------------
@@ -540,7 +489,7 @@ def resolve_config(
     """Merge flags > environment > TOML file > defaults, and validate the result.
 
     ``flags`` holds only the options given on the command line (field name ->
-    value; ``add_serve_arguments`` leaves the others out of its namespace).
+    value; ``config_flags.add_serve_arguments`` leaves the others out of its namespace).
     ``config_file`` overrides ``EVENTROUTER_CONFIG``; ``environ`` defaults to
     ``os.environ``.  Raises ``ConfigError`` listing every problem, each with
     the source and the field it concerns.
@@ -597,43 +546,6 @@ def resolve_config(
 # ---------------------------------------------------------------------------
 
 
-def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
-    """One flag per field, plus ``--config FILE``.
-
-    Flags that are not given stay out of the namespace (``SUPPRESS``), so the
-    environment and the TOML file can fill them in ``config_from_args``.
-    """
-    parser.add_argument(
-        "--config",
-        metavar="FILE",
-        default=argparse.SUPPRESS,
-        help=f"TOML file of settings (keys = field names; default: ${CONFIG_FILE_ENV})."
-        " Precedence: flag > EVENTROUTER_<FIELD> environment variable > file > default",
-    )
-    defaults = ServerConfig()
-    for f in fields(ServerConfig):
-        default = getattr(defaults, f.name)
-        flag = flag_name(f.name)
-        tail = f"(default: {default!r}; env {env_name(f.name)})"
-        if isinstance(default, bool):
-            parser.add_argument(
-                flag,
-                dest=f.name,
-                action=argparse.BooleanOptionalAction,
-                default=argparse.SUPPRESS,
-                help=f"{_HELP[f.name]} {tail}",
-            )
-            continue
-        parser.add_argument(
-            flag,
-            dest=f.name,
-            type=type(default),
-            default=argparse.SUPPRESS,
-            metavar=f.name.upper(),
-            help=f"{_HELP[f.name]} {tail}",
-        )
-
-
 def config_from_args(
     args: argparse.Namespace, environ: Mapping[str, str] | None = None
 ) -> ServerConfig:
@@ -648,7 +560,6 @@ __all__ = [
     "ResolvedConfig",
     "ServerConfig",
     "Source",
-    "add_serve_arguments",
     "config_from_args",
     "env_name",
     "flag_name",

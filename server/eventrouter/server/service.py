@@ -110,7 +110,6 @@ class EventRouterService:
         limits: SecurityLimits | None = None,
         heartbeat_default_ms: int = 0,
         heartbeat_min_ms: int = 1000,
-        insecure: bool = False,
     ) -> None:
         self.broker = broker
         self.router = router = broker.router
@@ -118,7 +117,6 @@ class EventRouterService:
         self.limits = limits or SecurityLimits()
         self.heartbeat_default_ms = heartbeat_default_ms
         self.heartbeat_min_ms = heartbeat_min_ms
-        self.insecure = insecure
         self.accepting = True
         self.security_stats = SecurityStats()
         # Emit calls by (payload kind, filter kind, outcome) and the age of the
@@ -174,10 +172,6 @@ class EventRouterService:
         except AuthError as e:
             self.security_stats.auth_failures[e.reason] += 1
             await abort_auth(context, e)
-        if self.insecure:
-            log.warning(
-                "INSECURE stream: user %r trusted from metadata (--insecure)", subscriber.user_id
-            )
         return subscriber
 
     async def _register(

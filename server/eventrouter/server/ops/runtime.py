@@ -1,11 +1,12 @@
 """Everything a node runs to be operated: health, reflection, metrics, status page.
 
-``RouterServer`` owns one ``Operability`` and calls it at four points:
-``add_services`` before the gRPC server starts, ``start`` after, then
-``begin_shutdown`` first thing in a graceful stop and ``stop`` last.
+``RouterServer`` owns one ``Operability`` and calls it at five points:
+``add_services`` and ``listen`` (the HTTP address) before the gRPC server
+starts, ``start`` after, then ``begin_shutdown`` first thing in a graceful
+stop and ``stop`` last.
 
-Health (grpc.health.v1.Health): the overall service ``""`` and
-``eventrouter.v1.EventRouterService`` are SERVING while
+Health (grpc.health.v1.Health: Check, Watch and List): the overall service
+``""`` and ``eventrouter.v1.EventRouterService`` are SERVING while
 ``RouterServer.is_healthy()`` returns True.  It is asked every
 ``health_interval_s`` and the status flips when the answer changes (watchers
 are told at once).  During a graceful shutdown both are NOT_SERVING for good.
@@ -20,10 +21,13 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from grpc_health.v1 import health_pb2, health_pb2_grpc  # type: ignore[import-untyped]
-from grpc_health.v1._async import HealthServicer  # type: ignore[import-untyped]
+from grpc_health.v1._async import (  # type: ignore[import-untyped]
+    HealthServicer as _GrpcHealthServicer,
+)
 from grpc_reflection.v1alpha import reflection  # type: ignore[import-untyped]
 from prometheus_client.exposition import choose_encoder
 
+from eventrouter.server.binding import listen_error
 from eventrouter.server.ops.http import HttpServer, Request, Response, split_host_port
 from eventrouter.server.ops.logs import UserIdHasher
 from eventrouter.server.ops.metrics import build_registry
@@ -45,6 +49,28 @@ SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 # Status samples for the events-per-second window.
 SAMPLE_INTERVAL_S = 1.0
+
+
+class HealthServicer(_GrpcHealthServicer):  # type: ignore[misc]
+    """grpc's asyncio health servicer, plus ``List``.
+
+    grpcio-health-checking 1.85 ships ``List`` in the proto (so reflection
+    advertises it) but its asyncio servicer leaves it to the base class,
+    which answers UNIMPLEMENTED and gets an ERROR traceback logged by grpc.
+    ``List`` answers from the same table ``Check`` reads (``_server_status``,
+    filled by ``set`` and by the graceful shutdown), so the two always agree;
+    tests/ops/test_health_reflection.py notices if a release renames it.
+    """
+
+    async def List(
+        self, request: health_pb2.HealthListRequest, context: Any
+    ) -> health_pb2.HealthListResponse:
+        return health_pb2.HealthListResponse(
+            statuses={
+                service: health_pb2.HealthCheckResponse(status=status)
+                for service, status in self._server_status.items()
+            }
+        )
 
 
 class Operability:
@@ -71,15 +97,16 @@ class Operability:
             (SERVICE_NAME, HEALTH_SERVICE_NAME, reflection.SERVICE_NAME), grpc_server
         )
 
-    async def start(self) -> None:
-        await self._check_health(force=True)
-        self._tasks.append(asyncio.create_task(self._health_loop()))
-        listen = self.server.config.metrics_listen
-        if listen:
-            await self._start_http(listen)
-        self._tasks.append(asyncio.create_task(self._sample_loop()))
+    async def listen(self) -> None:
+        """Bind the metrics and status page address (if any); ``ListenError`` when it is taken.
 
-    async def _start_http(self, listen: str) -> None:
+        A node without the address it was given must not start: it would run
+        unobserved while that address (``http://127.0.0.1:9464/``) shows
+        another process's metrics and status page, which looks like this one's.
+        """
+        listen = self.server.config.metrics_listen
+        if not listen:
+            return
         http = HttpServer(
             {
                 "/metrics": self._metrics,
@@ -92,11 +119,15 @@ class Operability:
         try:
             self.metrics_port = await http.start(host, port)
         except OSError as e:
-            # The router is worth more than its metrics: keep serving, say it loudly.
-            log.error("metrics and status page disabled: cannot listen on %s: %s", listen, e)
-            return
+            raise listen_error(listen, "metrics and the status page", "--metrics-listen", e) from e
         self.http = http
         log.info("metrics on http://%s:%d/metrics, status page on /", host, self.metrics_port)
+
+    async def start(self) -> None:
+        """Start health checking and status sampling (after ``listen``, once the server serves)."""
+        await self._check_health(force=True)
+        self._tasks.append(asyncio.create_task(self._health_loop()))
+        self._tasks.append(asyncio.create_task(self._sample_loop()))
 
     # -- health ----------------------------------------------------------
 
@@ -162,4 +193,4 @@ class Operability:
         return Response(200, json.dumps(snapshot).encode(), "application/json")
 
 
-__all__ = ["HEALTH_SERVICES", "HEALTH_SERVICE_NAME", "Operability"]
+__all__ = ["HEALTH_SERVICES", "HEALTH_SERVICE_NAME", "HealthServicer", "Operability"]

@@ -24,7 +24,7 @@ from eventrouter.server.security.tokens import (
 
 def add_token_arguments(parser: argparse.ArgumentParser) -> None:
     who = parser.add_mutually_exclusive_group(required=True)
-    who.add_argument("--user", help="mint a subscriber token for this user id")
+    who.add_argument("--user", metavar="USER", help="mint a subscriber token for this user id")
     who.add_argument(
         "--service",
         nargs="?",
@@ -33,17 +33,23 @@ def add_token_arguments(parser: argparse.ArgumentParser) -> None:
         help="mint a service token (Emit, GetConnections, Disconnect); NAME defaults to 'cli'",
     )
     scope = parser.add_mutually_exclusive_group()
-    scope.add_argument("--session", help="restrict the user token to this session's viewer scope")
-    scope.add_argument("--machine", help="restrict the user token to this machine's daemon scope")
+    scope.add_argument(
+        "--session", metavar="S", help="restrict the user token to session S's viewer scope"
+    )
+    scope.add_argument(
+        "--machine", metavar="M", help="restrict the user token to machine M's daemon scope"
+    )
     parser.add_argument(
         "--ttl-s",
         type=int,
         default=DEFAULT_TTL_S,
-        help=f"lifetime in seconds (default: {DEFAULT_TTL_S})",
+        metavar="SECONDS",
+        help=f"lifetime (default: {DEFAULT_TTL_S})",
     )
     parser.add_argument(
         "--keys-file",
         default="",
+        metavar="FILE",
         help=f"JWKS keys file (default: {default_keys_path()}; created if missing)",
     )
 

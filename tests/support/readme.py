@@ -1,0 +1,41 @@
+"""The README's runnable examples and their expected output, by name.
+
+A block marked ``<!-- readme-example: NAME -->`` is code the suite runs as
+written; one marked ``<!-- readme-output: NAME -->`` is what example NAME
+must print. A README that lies fails the suite.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+_BLOCK = re.compile(r"<!-- readme-(example|output): (\S+) -->\n```(\w*)\n(.*?)```", re.DOTALL)
+
+# Where each example runs: unit (no server) or against a real server.
+OFFLINE = frozenset({"codec"})
+SERVED = frozenset({"clients", "node"})
+
+
+@dataclass(frozen=True)
+class Example:
+    language: str
+    code: str
+
+
+def examples() -> dict[str, Example]:
+    return {
+        name: Example(language, body)
+        for kind, name, language, body in _BLOCK.findall(README.read_text())
+        if kind == "example"
+    }
+
+
+def outputs() -> dict[str, str]:
+    return {
+        name: body
+        for kind, name, _language, body in _BLOCK.findall(README.read_text())
+        if kind == "output"
+    }
