@@ -67,12 +67,18 @@ SERVICE_NAME = "eventrouter.v1.EventRouterService"
 class _Writer:
     """A Subscribe call's task, whether it is blocked in a write, and its credential."""
 
-    __slots__ = ("subscriber", "task", "writing")
+    __slots__ = ("broker_told", "subscriber", "task", "writing")
 
     def __init__(self, task: asyncio.Task[Any], subscriber: Subscriber) -> None:
         self.task = task
         self.subscriber = subscriber
         self.writing = False
+        # The broker was told the connection closed (presence, watches).
+        self.broker_told = False
+
+
+class _PeerGone(Exception):
+    """A write failed because the client vanished while it was in flight."""
 
 
 class _Handshake:
@@ -128,7 +134,7 @@ class EventRouterService:
         self._emit_rate = RateLimiter(
             self.limits.emit_rate_per_service, self.limits.emit_burst_per_service
         )
-        router.on_connection_closed = self._interrupt_blocked_writer
+        router.on_connection_closed = self._connection_closed
         broker.disconnect_locally = self._disconnect_locally
 
     # -- Subscribe -------------------------------------------------------
@@ -161,7 +167,8 @@ class EventRouterService:
                     expiry.cancel()
                 del self._writers[connection.connection_id]
                 self.router.remove_connection(connection.user_id, connection)
-                self.broker.closed(connection)
+                if not writer.broker_told:
+                    self.broker.closed(connection)
                 log.debug("stream closed", extra=log_context(connection))
         finally:
             handshake.done()
@@ -276,6 +283,11 @@ class EventRouterService:
             task = asyncio.current_task()
             if task is not None:
                 task.uncancel()
+        except _PeerGone as e:
+            log.debug(
+                "client vanished during a write: %r", e.__cause__, extra=log_context(connection)
+            )
+            return
         closure = queue.closure
         assert closure is not None
         await context.abort(CLOSE_STATUS[closure.reason], closure.message)
@@ -285,15 +297,30 @@ class EventRouterService:
         writer.writing = True
         try:
             await context.write(data)
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:
+            # grpc reports a peer that went away mid-write as an error of the
+            # write (ExecuteBatchError), not as a cancellation: nothing to
+            # report to anyone, and no traceback in the log.
+            raise _PeerGone() from e
         finally:
             writer.writing = False
 
-    def _interrupt_blocked_writer(self, connection: ClientConnection) -> None:
+    def _connection_closed(self, connection: ClientConnection) -> None:
+        """The router ended a connection (too slow, shutdown, Disconnect, expiry)."""
+        writer = self._writers.get(connection.connection_id)
+        if writer is None:
+            return
+        # Tell the broker now, not when the handler ends: a stalled client's
+        # handler may take until its transport dies, and meanwhile it must not
+        # count in cluster presence (GetConnections, `reached`).
+        writer.broker_told = True
+        self.broker.closed(connection)
         # A writer waiting on its queue wakes up by itself when the queue
         # closes; one blocked handing a message to a peer that stopped reading
         # would wait forever, so cancel it and let it report the closure.
-        writer = self._writers.get(connection.connection_id)
-        if writer is not None and writer.writing:
+        if writer.writing:
             writer.task.cancel()
 
     def _heartbeat_ms(self, requested: int) -> int:
@@ -371,13 +398,22 @@ class EventRouterService:
         if kind == "update":
             update = request.update
             target = self.router.check_update(user_id, update, recipient_filter, field)
+            self._check_id(skip, f"{field}skip_connection_id")
             return EmitItem(user_id, update, target, skip)
         if kind == "ephemeral":
             ephemeral = request.ephemeral
             target = self.router.check_ephemeral(user_id, ephemeral, recipient_filter, field)
-            return EmitItem(user_id, ephemeral, target, skip, request.idempotency_key or None)
+            self._check_id(skip, f"{field}skip_connection_id")
+            key = request.idempotency_key or None
+            self._check_id(key, f"{field}idempotency_key")
+            return EmitItem(user_id, ephemeral, target, skip, key)
         self.router.limits.ids.check(request.user_id, f"{field}user_id")
         raise InvalidArgument(f"{field}payload", "required: set update or ephemeral")
+
+    def _check_id(self, value: str | None, field: str) -> None:
+        """An optional id (skip, idempotency key) follows the same rules as every id."""
+        if value is not None:
+            self.router.limits.ids.check(value, field)
 
     # -- GetConnections --------------------------------------------------
 
