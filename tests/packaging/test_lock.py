@@ -123,9 +123,7 @@ def test_repository_has_npm_packages() -> None:
     assert _package_jsons(), "found no package.json: the npm check below would check nothing"
 
 
-@pytest.mark.parametrize(
-    "package_json", _package_jsons(), ids=lambda p: str(p.relative_to(ROOT))
-)
+@pytest.mark.parametrize("package_json", _package_jsons(), ids=lambda p: str(p.relative_to(ROOT)))
 def test_every_package_json_is_locked(package_json: Path) -> None:
     lock_path = package_json.with_name("package-lock.json")
     where = package_json.parent.relative_to(ROOT)
