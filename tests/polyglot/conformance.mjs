@@ -4,7 +4,9 @@
 // time with @grpc/proto-loader and spoken over @grpc/grpc-js.
 //
 // It opens one stream per connection scope (user, session, machine), emits
-// every update kind (13) and every ephemeral kind (4) through Emit, with
+// every update kind (14) and every ephemeral kind (5) through Emit, plus the
+// carriers of Happy JSON the contract does not model (a `raw` update and
+// ephemeral, a known kind with `json_extras`), with
 // recipient filters chosen so that each stream's expected sequence is known,
 // then an EmitBatch ending with a sentinel, and compares what each stream
 // received field by field with what was sent: presence (optional unset vs "",
@@ -564,6 +566,29 @@ function buildCases({ user, session, machine, conn }) {
       },
       { filter: ALL, reach: ['user', 'session', 'machine'] },
     ),
+    // Happy sends delete-machine to user-scoped connections only.
+    update('delete_machine', { delete_machine: { machine_id: machine } }, { filter: USER_ONLY, reach: ['user'] }),
+    update(
+      'raw_update',
+      { raw: { kind: 'archive-session', json: '{"t":"archive-session","sid":"S1","by":{"tags":["é",2.5,null]}}' } },
+      { reach: ['user', 'session', 'machine'] },
+    ),
+    update(
+      'new_feed_post_extras',
+      {
+        new_feed_post: {
+          id: 'feed-2',
+          body: json({ kind: 'text', text: 'hi' }),
+          cursor: '0-def',
+          created_at_ms: T0,
+          json_extras: {
+            members: [{ key: 'repeatKey', json: 'null' }],
+            key_order: ['t', 'repeatKey', 'id', 'body', 'cursor', 'createdAt'],
+          },
+        },
+      },
+      { filter: USER_ONLY, reach: ['user'] },
+    ),
     ephemeral(
       'activity',
       { activity: { session_id: session, active: true, active_at_ms: T0, thinking: false } },
@@ -600,6 +625,17 @@ function buildCases({ user, session, machine, conn }) {
       'machine_status',
       { machine_status: { machine_id: machine, online: true, timestamp_ms: INT64_MIN } },
       { filter: machineOnly(machine), key: 'status-1', reach: ['machine'] },
+    ),
+    // Happy sends session-event to everything interested in that session.
+    ephemeral(
+      'session_event',
+      { session_event: { session_id: session, kind: 'done', title: "It's ready!", body: 'happy-server', timestamp_ms: T0 } },
+      { filter: inSession(session), reach: ['user', 'session'] },
+    ),
+    ephemeral(
+      'raw_ephemeral',
+      { raw: { kind: 'typing', json: '{"type":"typing","sessionId":"S1"}' } },
+      { filter: machineScoped(machine), reach: ['user', 'machine'] },
     ),
     // EmitBatch: results must come back in this order.
     update(
