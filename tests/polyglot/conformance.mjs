@@ -50,6 +50,8 @@ import { fileURLToPath } from 'node:url';
 import grpc from '@grpc/grpc-js';
 import protoLoader from '@grpc/proto-loader';
 
+import { LOADER_OPTIONS, valueMembers } from './happy_wire.mjs';
+
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const PROTO_ROOT = path.resolve(process.env.PROTO_ROOT || path.join(HERE, '..', '..', 'protos'));
 const PKG = 'eventrouter.v1';
@@ -67,18 +69,9 @@ const RPC_DEADLINE_MS = 5000;
 // Note that those bundled definitions use lowerCamelCase field names even with
 // keepCase (Value.structValue, not struct_value): the code below reads the
 // names from the loaded schema instead of assuming either spelling.
-const LOADER_OPTIONS = {
-  keepCase: true,
-  longs: String,
-  enums: String,
-  defaults: false,
-  oneofs: true,
-  includeDirs: [PROTO_ROOT],
-};
-
 const definition = protoLoader.loadSync(
   ['eventrouter/v1/router_service.proto', 'eventrouter/v1/events.proto', 'eventrouter/v1/routing.proto'],
-  LOADER_OPTIONS,
+  { ...LOADER_OPTIONS, includeDirs: [PROTO_ROOT] },
 );
 const serviceDef = definition[`${PKG}.EventRouterService`];
 const EventRouterService = grpc.loadPackageDefinition(definition).eventrouter.v1.EventRouterService;
@@ -128,18 +121,7 @@ function typeOf(fullName) {
 }
 
 // Value's oneof member names as the loaded schema spells them.
-const V = (() => {
-  const byKind = {};
-  for (const f of typeOf('google.protobuf.Value').field) {
-    if (f.type === 'TYPE_ENUM') byKind.null = f.name;
-    else if (f.type === 'TYPE_DOUBLE') byKind.number = f.name;
-    else if (f.type === 'TYPE_STRING') byKind.string = f.name;
-    else if (f.type === 'TYPE_BOOL') byKind.bool = f.name;
-    else if (f.typeName.endsWith('Struct')) byKind.struct = f.name;
-    else if (f.typeName.endsWith('ListValue')) byKind.list = f.name;
-  }
-  return byKind;
-})();
+const V = valueMembers(definition);
 
 function toValue(x, where) {
   if (x === null) return { [V.null]: 'NULL_VALUE' };

@@ -22,7 +22,7 @@ import { fileURLToPath } from 'node:url';
 import grpc from '@grpc/grpc-js';
 import protoLoader from '@grpc/proto-loader';
 
-import { HappyWire } from './happy_wire.mjs';
+import { HappyWire, LOADER_OPTIONS } from './happy_wire.mjs';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const PROTO_ROOT = path.resolve(process.env.PROTO_ROOT || path.join(HERE, '..', '..', 'protos'));
@@ -34,11 +34,7 @@ if (!process.env.ER_TARGET || !process.env.ER_TOKEN_USER || !(COUNT > 0)) {
 }
 
 const definition = protoLoader.loadSync(['eventrouter/v1/router_service.proto'], {
-  keepCase: true,
-  longs: String,
-  enums: String,
-  defaults: false,
-  oneofs: true,
+  ...LOADER_OPTIONS,
   includeDirs: [PROTO_ROOT],
 });
 const { EventRouterService } = grpc.loadPackageDefinition(definition).eventrouter.v1;

@@ -12,9 +12,17 @@
 // The modelled kinds rendered here are the ones the polyglot test emits
 // (delete-machine, new-feed-post, session-event); a full client has one row
 // per kind, as the Python codec does (client/eventrouter/client/_happy_json.py).
-// Payloads are proto-loader objects loaded with { keepCase: true, longs:
-// String, enums: String, defaults: false, oneofs: true }. int64 fields become
-// JS numbers (exact up to 2^53, which is what Happy's JSON carries anyway).
+// Payloads are proto-loader objects loaded with LOADER_OPTIONS. int64 fields
+// become JS numbers (exact up to 2^53, which is what Happy's JSON carries anyway).
+
+/** How the polyglot clients load the contract (with `includeDirs` added): the object shapes below. */
+export const LOADER_OPTIONS = Object.freeze({
+  keepCase: true,
+  longs: String,
+  enums: String,
+  defaults: false,
+  oneofs: true,
+});
 
 /** The names of google.protobuf.Value's members in the loaded schema (protobufjs spells them camelCase). */
 export function valueMembers(definition) {
@@ -25,7 +33,7 @@ export function valueMembers(definition) {
     else if (f.type === 'TYPE_STRING') names.string = f.name;
     else if (f.type === 'TYPE_BOOL') names.bool = f.name;
     else if (f.typeName.endsWith('Struct')) names.struct = f.name;
-    else names.list = f.name;
+    else if (f.typeName.endsWith('ListValue')) names.list = f.name;
   }
   return names;
 }

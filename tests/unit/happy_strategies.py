@@ -23,6 +23,7 @@ from eventrouter.client._records import STATUS_BY_WIRE
 from eventrouter.v1 import events_pb2 as pb
 
 __all__ = [
+    "BROKEN_RAW",
     "EPHEMERAL_EVENTS",
     "UPDATE_EVENTS",
     "ephemeral_payloads",
@@ -320,3 +321,20 @@ def with_unknown_keys(draw: st.DrawFn, data: dict[str, Any]) -> dict[str, Any]:
 
     result: dict[str, Any] = visit(data, ())
     return result
+
+
+# RawHappyEvents of updates that break a rule of eventrouter.jsontext: (name, kind,
+# json, the RawHappyEvent field named in the error). The codec refuses to render
+# them and the server to route them, naming the same field.
+BROKEN_RAW: list[tuple[str, str, str, str]] = [
+    ("kind-empty", "", '{"t":""}', "kind"),
+    ("kind-with-space", "a b", '{"t":"a b"}', "kind"),
+    ("kind-too-long", "k" * 65, '{"t":"%s"}' % ("k" * 65), "kind"),
+    ("json-broken", "k", '{"t":"k"', "json"),
+    ("json-not-an-object", "k", '["k"]', "json"),
+    ("json-other-kind", "k", '{"t":"j"}', "json"),
+    ("json-without-kind", "k", "{}", "json"),
+    ("json-repeated-key", "k", '{"t":"k","a":1,"a":2}', "json"),
+    ("json-nan", "k", '{"t":"k","a":NaN}', "json"),
+    ("json-too-deep", "k", '{"t":"k","x":' + "[" * 32 + "]" * 32 + "}", "json"),
+]

@@ -22,6 +22,7 @@ from eventrouter.v1 import events_pb2 as pb
 from eventrouter.v1 import happy_json_pb2 as hj
 from tests.support.model import take_queued_events
 from tests.unit.happy_strategies import (
+    BROKEN_RAW,
     payloads,
     raw_ephemeral_json,
     raw_update_json,
@@ -85,15 +86,9 @@ def _kv_with_repeated_member() -> pb.UpdatePayload:
 
 
 REFUSED: list[tuple[str, pb.UpdatePayload | pb.EphemeralPayload, str]] = [
-    ("raw-kind-empty", raw_update("", '{"t":""}'), "update.body.raw.kind"),
-    ("raw-kind-with-space", raw_update("a b", '{"t":"a b"}'), "update.body.raw.kind"),
-    ("raw-other-kind-inside", raw_update("a", '{"t":"b"}'), "update.body.raw.json"),
-    ("raw-not-json", raw_update("a", "{t:a}"), "update.body.raw.json"),
-    ("raw-not-an-object", raw_update("a", '"a"'), "update.body.raw.json"),
-    (
-        "raw-too-deep",
-        raw_update("a", '{"t":"a","x":' + "[" * 32 + "]" * 32 + "}"),
-        "update.body.raw.json",
+    *(
+        (f"raw-{name}", raw_update(kind, text), f"update.body.raw.{where}")
+        for name, kind, text, where in BROKEN_RAW
     ),
     (
         "raw-ephemeral-with-t",

@@ -22,6 +22,7 @@ from eventrouter.client._happy_json import (
 )
 from eventrouter.v1 import events_pb2 as pb
 from eventrouter.v1 import happy_json_pb2 as hj
+from tests.unit.happy_strategies import BROKEN_RAW
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "happy-wire" / "builders.json"
 OUTPUTS: list[tuple[str, dict[str, Any]]] = [
@@ -208,14 +209,10 @@ def _with_members(*members: tuple[str, str]) -> pb.UpdatePayload:
 
 
 ENCODE_CASES: list[tuple[str, pb.UpdatePayload | pb.EphemeralPayload, str]] = [
-    ("raw-kind-empty", _raw_update("", '{"t":""}'), "body.raw.kind"),
-    ("raw-kind-space", _raw_update("a b", '{"t":"a b"}'), "body.raw.kind"),
-    ("raw-json-broken", _raw_update("k", '{"t":"k"'), "body.raw.json"),
-    ("raw-json-array", _raw_update("k", '["k"]'), "body.raw.json"),
-    ("raw-json-other-kind", _raw_update("k", '{"t":"j"}'), "body.raw.json"),
-    ("raw-json-no-kind", _raw_update("k", "{}"), "body.raw.json"),
-    ("raw-json-repeated-key", _raw_update("k", '{"t":"k","a":1,"a":2}'), "body.raw.json"),
-    ("raw-json-nan", _raw_update("k", '{"t":"k","a":NaN}'), "body.raw.json"),
+    *(
+        (f"raw-{name}", _raw_update(kind, text), f"body.raw.{where}")
+        for name, kind, text, where in BROKEN_RAW
+    ),
     (
         "raw-ephemeral-uses-type",
         pb.EphemeralPayload(raw=hj.RawHappyEvent(kind="k", json='{"t":"k"}')),
