@@ -35,8 +35,8 @@ __all__ = [
     "raw_event",
 ]
 
-# Levels of arrays and objects: `{}` is 1, `{"a": [1]}` is 2. Happy's events
-# nest 5 levels at most today (an update's GitHub plan); the rest is headroom.
+# Levels of arrays and objects in one text: `{}` is 1, `{"a": [1]}` is 2. A whole
+# Happy event nests 4 today (update, body, github, plan); the rest is headroom.
 MAX_DEPTH: Final = 32
 _KIND: Final = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 KIND_RULE: Final = "must be 1 to 64 characters from A-Z a-z 0-9 - _ . :"
