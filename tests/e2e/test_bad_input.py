@@ -8,14 +8,17 @@ idempotency entry, was consumed by the rejected call).
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
 import grpc
 import pytest
+from google.protobuf import struct_pb2
 
 from eventrouter.v1 import events_pb2 as ev
+from eventrouter.v1 import happy_json_pb2 as hj
 from eventrouter.v1 import router_service_pb2 as pb
 from eventrouter.v1 import router_service_pb2_grpc as pb_grpc
 from eventrouter.v1 import routing_pb2 as rt
@@ -103,6 +106,19 @@ def relationship(status: int) -> pb.EmitRequest:
     return pb.EmitRequest(user_id=USER_ID, update=ev.UpdatePayload(id="rel", body=body))
 
 
+def raw_update(kind: str, text: str) -> pb.EmitRequest:
+    body = ev.UpdateEvent(raw=hj.RawHappyEvent(kind=kind, json=text))
+    return pb.EmitRequest(user_id=USER_ID, update=ev.UpdatePayload(id="raw", body=body))
+
+
+def feed_post_with_member(key: str, text: str) -> pb.EmitRequest:
+    extras = hj.JsonExtras(members=[hj.JsonMember(key=key, json=text)])
+    post = ev.NewFeedPost(id="f", json_extras=extras)
+    post.body.null_value = struct_pb2.NULL_VALUE
+    body = ev.UpdateEvent(new_feed_post=post)
+    return pb.EmitRequest(user_id=USER_ID, update=ev.UpdatePayload(id="feed", body=body))
+
+
 FILTER_KINDS = [
     ("all_interested_in_session", "session_id"),
     ("machine_scoped_only", "machine_id"),
@@ -185,6 +201,39 @@ BAD_EMITS: list[tuple[str, pb.EmitRequest, grpc.StatusCode, str]] = [
         pb.EmitRequest(user_id=USER_ID, ephemeral=ev.EphemeralPayload()),
         grpc.StatusCode.INVALID_ARGUMENT,
         "ephemeral.event",
+    ),
+    (
+        "raw update naming another kind inside",
+        raw_update("new-kind", '{"t":"other-kind"}'),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "update.body.raw.json",
+    ),
+    (
+        "raw ephemeral with a kind that is no name",
+        pb.EmitRequest(
+            user_id=USER_ID,
+            ephemeral=ev.EphemeralPayload(raw=hj.RawHappyEvent(kind="a b", json='{"type":"a b"}')),
+        ),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "ephemeral.raw.kind",
+    ),
+    (
+        "raw update nested too deep",
+        raw_update("deep", '{"t":"deep","x":' + "[" * 32 + "]" * 32 + "}"),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "update.body.raw.json",
+    ),
+    (
+        "unknown key whose value is not JSON",
+        feed_post_with_member("repeatKey", "undefined"),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "update.body.new_feed_post.json_extras.members[0].json",
+    ),
+    (
+        "raw update over max_event_bytes",
+        raw_update("big", json.dumps({"t": "big", "blob": "x" * MAX_EVENT_BYTES})),
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        "update",
     ),
     (
         "update over max_event_bytes",

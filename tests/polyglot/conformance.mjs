@@ -4,7 +4,9 @@
 // time with @grpc/proto-loader and spoken over @grpc/grpc-js.
 //
 // It opens one stream per connection scope (user, session, machine), emits
-// every update kind (13) and every ephemeral kind (4) through Emit, with
+// every update kind (14) and every ephemeral kind (5) through Emit, plus the
+// carriers of Happy JSON the contract does not model (a `raw` update and
+// ephemeral, a known kind with `json_extras`), with
 // recipient filters chosen so that each stream's expected sequence is known,
 // then an EmitBatch ending with a sentinel, and compares what each stream
 // received field by field with what was sent: presence (optional unset vs "",
@@ -48,6 +50,8 @@ import { fileURLToPath } from 'node:url';
 import grpc from '@grpc/grpc-js';
 import protoLoader from '@grpc/proto-loader';
 
+import { LOADER_OPTIONS, valueMembers } from './happy_wire.mjs';
+
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const PROTO_ROOT = path.resolve(process.env.PROTO_ROOT || path.join(HERE, '..', '..', 'protos'));
 const PKG = 'eventrouter.v1';
@@ -65,18 +69,9 @@ const RPC_DEADLINE_MS = 5000;
 // Note that those bundled definitions use lowerCamelCase field names even with
 // keepCase (Value.structValue, not struct_value): the code below reads the
 // names from the loaded schema instead of assuming either spelling.
-const LOADER_OPTIONS = {
-  keepCase: true,
-  longs: String,
-  enums: String,
-  defaults: false,
-  oneofs: true,
-  includeDirs: [PROTO_ROOT],
-};
-
 const definition = protoLoader.loadSync(
   ['eventrouter/v1/router_service.proto', 'eventrouter/v1/events.proto', 'eventrouter/v1/routing.proto'],
-  LOADER_OPTIONS,
+  { ...LOADER_OPTIONS, includeDirs: [PROTO_ROOT] },
 );
 const serviceDef = definition[`${PKG}.EventRouterService`];
 const EventRouterService = grpc.loadPackageDefinition(definition).eventrouter.v1.EventRouterService;
@@ -126,18 +121,7 @@ function typeOf(fullName) {
 }
 
 // Value's oneof member names as the loaded schema spells them.
-const V = (() => {
-  const byKind = {};
-  for (const f of typeOf('google.protobuf.Value').field) {
-    if (f.type === 'TYPE_ENUM') byKind.null = f.name;
-    else if (f.type === 'TYPE_DOUBLE') byKind.number = f.name;
-    else if (f.type === 'TYPE_STRING') byKind.string = f.name;
-    else if (f.type === 'TYPE_BOOL') byKind.bool = f.name;
-    else if (f.typeName.endsWith('Struct')) byKind.struct = f.name;
-    else if (f.typeName.endsWith('ListValue')) byKind.list = f.name;
-  }
-  return byKind;
-})();
+const V = valueMembers(definition);
 
 function toValue(x, where) {
   if (x === null) return { [V.null]: 'NULL_VALUE' };
@@ -564,6 +548,29 @@ function buildCases({ user, session, machine, conn }) {
       },
       { filter: ALL, reach: ['user', 'session', 'machine'] },
     ),
+    // Happy sends delete-machine to user-scoped connections only.
+    update('delete_machine', { delete_machine: { machine_id: machine } }, { filter: USER_ONLY, reach: ['user'] }),
+    update(
+      'raw_update',
+      { raw: { kind: 'archive-session', json: '{"t":"archive-session","sid":"S1","by":{"tags":["é",2.5,null]}}' } },
+      { reach: ['user', 'session', 'machine'] },
+    ),
+    update(
+      'new_feed_post_extras',
+      {
+        new_feed_post: {
+          id: 'feed-2',
+          body: json({ kind: 'text', text: 'hi' }),
+          cursor: '0-def',
+          created_at_ms: T0,
+          json_extras: {
+            members: [{ key: 'repeatKey', json: 'null' }],
+            key_order: ['t', 'repeatKey', 'id', 'body', 'cursor', 'createdAt'],
+          },
+        },
+      },
+      { filter: USER_ONLY, reach: ['user'] },
+    ),
     ephemeral(
       'activity',
       { activity: { session_id: session, active: true, active_at_ms: T0, thinking: false } },
@@ -600,6 +607,17 @@ function buildCases({ user, session, machine, conn }) {
       'machine_status',
       { machine_status: { machine_id: machine, online: true, timestamp_ms: INT64_MIN } },
       { filter: machineOnly(machine), key: 'status-1', reach: ['machine'] },
+    ),
+    // Happy sends session-event to everything interested in that session.
+    ephemeral(
+      'session_event',
+      { session_event: { session_id: session, kind: 'done', title: "It's ready!", body: 'happy-server', timestamp_ms: T0 } },
+      { filter: inSession(session), reach: ['user', 'session'] },
+    ),
+    ephemeral(
+      'raw_ephemeral',
+      { raw: { kind: 'typing', json: '{"type":"typing","sessionId":"S1"}' } },
+      { filter: machineScoped(machine), reach: ['user', 'machine'] },
     ),
     // EmitBatch: results must come back in this order.
     update(

@@ -12,10 +12,16 @@ renumbered in the client's copy of the contract would go unnoticed.
 
 The last two tests break a copy of the contract on the client side only and
 check that the conformance run fails and names the field.
+
+``test_unmodelled_happy_json_renders_back_exactly`` sends, through the same
+server, Happy JSON the contract does not fully model (new kinds, new keys)
+and has a Python subscriber and a Node one (happy_subscriber.mjs) render what
+they receive back to Happy's JSON: both must give back exactly what was sent.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
@@ -32,6 +38,12 @@ from typing import Any
 import pytest
 from google.protobuf import json_format
 
+from eventrouter.client import (
+    EventRouterClient,
+    from_happy_json,
+    to_happy_json,
+    user_scope,
+)
 from eventrouter.server.security.tokens import (
     SERVICE_AUDIENCE,
     SUBSCRIBER_AUDIENCE,
@@ -42,6 +54,7 @@ from eventrouter.v1 import router_service_pb2 as pb
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "tests" / "polyglot" / "conformance.mjs"
+HAPPY_SUBSCRIBER = ROOT / "tests" / "polyglot" / "happy_subscriber.mjs"
 PROTO_ROOT = ROOT / "protos"
 SESSION_ID = "S1"
 MACHINE_ID = "M1"
@@ -144,7 +157,7 @@ def _reference_vectors(node: str, proto_root: Path, out: Path) -> list[str]:
     dump = _run_node(node, {**os.environ, "PROTO_ROOT": str(proto_root)}, "--dump-cases")
     assert dump.returncode == 0, dump.stdout + dump.stderr
     cases: list[dict[str, Any]] = json.loads(dump.stdout)["cases"]
-    assert len(cases) == 20, [c["name"] for c in cases]
+    assert len(cases) == 25, [c["name"] for c in cases]
     vectors = {}
     disagreements = []
     for case in cases:
@@ -231,3 +244,101 @@ def test_renumbered_field_is_caught(node: str, router: Router, tmp_path: Path) -
         for line in lines
     ), lines
     assert disagreements == ["kv_batch_update"]
+
+
+# Happy JSON a Happy server one release ahead of the contract could send.
+UNMODELLED: list[dict[str, Any]] = [
+    # Kinds the contract does not know: an update and an ephemeral.
+    {
+        "id": "upd_fc1",
+        "seq": 41,
+        "body": {
+            "t": "archive-session",
+            "sid": "S1",
+            "by": {"app": "ios", "tags": ["é", 2.5, None, True, {}]},
+            "archivedAt": 1764000000000,
+        },
+        "createdAt": 1764000000001,
+    },
+    {"type": "typing", "sessionId": "S1", "users": ["u1"], "until": 1764000000002},
+    # A known kind with a key it does not model: the repeatKey Happy's app requires.
+    {
+        "id": "upd_fc2",
+        "seq": 42,
+        "body": {
+            "t": "new-feed-post",
+            "id": "feed_1",
+            "body": {"kind": "text", "text": "hi"},
+            "cursor": "0-1",
+            "createdAt": 1764000000003,
+            "repeatKey": None,
+        },
+        "createdAt": 1764000000004,
+    },
+    # A new key between known ones, and one on the update container.
+    {
+        "id": "upd_fc3",
+        "seq": 43,
+        "body": {"t": "delete-machine", "reason": "user", "machineId": "M1"},
+        "createdAt": 1764000000005,
+        "traceId": "tr_1",
+    },
+    # A 2026 kind with one more key.
+    {
+        "type": "session-event",
+        "sessionId": "S1",
+        "kind": "permission",
+        "title": "Permission request",
+        "body": "Session",
+        "timestamp": 1764000000006,
+        "priority": 2,
+    },
+]
+
+
+async def test_unmodelled_happy_json_renders_back_exactly(node: str, router: Router) -> None:
+    user = f"u-{uuid.uuid4().hex[:12]}"
+    user_token = router.keys.mint(user, SUBSCRIBER_AUDIENCE)
+    env = {
+        **os.environ,
+        "ER_TARGET": router.target,
+        "ER_TOKEN_USER": user_token,
+        "ER_COUNT": str(len(UNMODELLED)),
+        "PROTO_ROOT": str(PROTO_ROOT),
+    }
+    proc = await asyncio.create_subprocess_exec(
+        node,
+        str(HAPPY_SUBSCRIBER),
+        cwd=ROOT,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert proc.stdout is not None
+    service = EventRouterClient(router.target, token=router.keys.mint("fc", SERVICE_AUDIENCE))
+    try:
+        async with asyncio.timeout(NODE_TIMEOUT_S):
+            first = await proc.stdout.readline()  # the Node stream is open: emit after it
+            assert first.startswith(b'{"opened":'), first + await proc.stderr.read()  # type: ignore[union-attr]
+            async with service, service.subscribe(user_scope(), token=user_token) as python_sub:
+                for event in UNMODELLED:
+                    payload = from_happy_json(event)
+                    if "type" in event:
+                        await service.emit_ephemeral(user, payload)  # type: ignore[arg-type]
+                    else:
+                        await service.emit_update(user, payload)  # type: ignore[arg-type]
+                received = python_sub.payloads()
+                python_lines = [
+                    json.dumps(to_happy_json(await anext(received))) for _ in UNMODELLED
+                ]
+            out, err = await proc.communicate()
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    # Python: the same JSON text, key order and all.
+    assert python_lines == [json.dumps(event) for event in UNMODELLED]
+    # Node: JSON.stringify of its rendering is the sent JSON, written compactly.
+    assert proc.returncode == 0, err.decode()
+    compact = [json.dumps(e, separators=(",", ":"), ensure_ascii=False) for e in UNMODELLED]
+    assert out.decode().splitlines() == compact, err.decode()

@@ -328,15 +328,19 @@ def delivered(event: pb.StreamEvent) -> Delivered | None:
     return None
 
 
-def take_queued(connection: core_conn.ClientConnection) -> list[Delivered]:
+def take_queued_events(connection: core_conn.ClientConnection) -> list[pb.StreamEvent]:
     """Everything queued for ``connection`` (drained), parsed as the stream would carry it."""
     queue = connection.queue
     assert queue is not None
     frames: list[bytes] = []
     while queue.has_pending():
         frames.extend(queue.drain())
-    events = pb.SubscribeResponse.FromString(b"".join(frames)).events
-    out = [delivered(e) for e in events]
+    return list(pb.SubscribeResponse.FromString(b"".join(frames)).events)
+
+
+def take_queued(connection: core_conn.ClientConnection) -> list[Delivered]:
+    """``take_queued_events`` as the model sees them."""
+    out = [delivered(e) for e in take_queued_events(connection)]
     assert None not in out  # only events are queued: no opened or heartbeat frames
     return [d for d in out if d is not None]
 

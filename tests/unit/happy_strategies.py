@@ -23,6 +23,7 @@ from eventrouter.client._records import STATUS_BY_WIRE
 from eventrouter.v1 import events_pb2 as pb
 
 __all__ = [
+    "BROKEN_RAW",
     "EPHEMERAL_EVENTS",
     "UPDATE_EVENTS",
     "ephemeral_payloads",
@@ -200,6 +201,7 @@ _EVENTS: dict[str, st.SearchStrategy[Any]] = {
             st.builds(pb.KvChange, key=texts, value=opt_texts, version=int64s), max_size=4
         ),
     ),
+    "delete_machine": st.builds(pb.DeleteMachine, machine_id=texts),
 }
 
 # Every update's `t` is its oneof field name with dashes.
@@ -249,6 +251,14 @@ EPHEMERAL_EVENTS: dict[str, st.SearchStrategy[pb.EphemeralPayload]] = {
     "machine-status": st.builds(
         pb.MachineStatus, machine_id=texts, online=st.booleans(), timestamp_ms=int64s
     ).map(lambda e: pb.EphemeralPayload(machine_status=e)),
+    "session-event": st.builds(
+        pb.SessionEvent,
+        session_id=texts,
+        kind=st.sampled_from(["done", "permission", "question"]) | texts,
+        title=texts,
+        body=texts,
+        timestamp_ms=int64s,
+    ).map(lambda e: pb.EphemeralPayload(session_event=e)),
 }
 
 update_payloads: st.SearchStrategy[pb.UpdatePayload] = st.one_of(*UPDATE_EVENTS.values())
@@ -256,3 +266,75 @@ ephemeral_payloads: st.SearchStrategy[pb.EphemeralPayload] = st.one_of(*EPHEMERA
 payloads: st.SearchStrategy[pb.UpdatePayload | pb.EphemeralPayload] = (
     update_payloads | ephemeral_payloads
 )
+
+# Kinds the contract does not model: Happy-style names that are no modelled kind.
+unknown_kinds = st.from_regex(r"[a-z]{1,8}(-[a-z]{1,8}){0,2}", fullmatch=True).filter(
+    lambda kind: (
+        kind.replace("-", "_") not in {*_EVENTS, *(k.replace("-", "_") for k in EPHEMERAL_EVENTS)}
+    )
+)
+# Happy-style keys for unknown members: never a modelled key of any object (those are
+# camelCase or GitHub's snake_case words; an `x_` prefix is neither).
+unknown_keys = st.from_regex(r"x_[a-zA-Z0-9]{1,6}", fullmatch=True)
+json_objects: st.SearchStrategy[dict[str, Any]] = st.dictionaries(
+    unknown_keys, json_data, max_size=3
+)
+
+
+@st.composite
+def raw_update_json(draw: st.DrawFn) -> dict[str, Any]:
+    """Happy ``update`` JSON whose body is of a kind the contract does not model."""
+    body = {"t": draw(unknown_kinds), **draw(json_objects)}
+    container = {"id": draw(texts), "seq": draw(int64s), "body": body}
+    return {**container, "createdAt": draw(int64s)}
+
+
+@st.composite
+def raw_ephemeral_json(draw: st.DrawFn) -> dict[str, Any]:
+    """Happy ``ephemeral`` JSON of a kind the contract does not model."""
+    return {"type": draw(unknown_kinds), **draw(json_objects)}
+
+
+@st.composite
+def with_unknown_keys(draw: st.DrawFn, data: dict[str, Any]) -> dict[str, Any]:
+    """``data`` with unknown keys put at random places in some of its objects, at any depth.
+
+    Objects inside ``google.protobuf.Value`` fields (content, feed body) are left
+    alone: they are arbitrary JSON already, kept whole.
+    """
+
+    def visit(obj: Any, path: tuple[str, ...]) -> Any:
+        if isinstance(obj, list):
+            return [visit(item, path) for item in obj]
+        if not isinstance(obj, dict) or path[-1:] in {("content",), ("tokens",), ("cost",)}:
+            return obj
+        if path[-2:] == ("new-feed-post", "body"):
+            return obj
+        kind = obj.get("t") or obj.get("type")
+        inside = (*path, kind) if isinstance(kind, str) else path
+        items = [(k, visit(v, (*inside, k))) for k, v in obj.items()]
+        # At least one unknown key in the event's own object, so no example is a no-op.
+        extra = draw(json_objects.filter(bool) if not path else json_objects)
+        for key, value in extra.items():
+            items.insert(draw(st.integers(0, len(items))), (key, value))
+        return dict(items)
+
+    result: dict[str, Any] = visit(data, ())
+    return result
+
+
+# RawHappyEvents of updates that break a rule of eventrouter.jsontext: (name, kind,
+# json, the RawHappyEvent field named in the error). The codec refuses to render
+# them and the server to route them, naming the same field.
+BROKEN_RAW: list[tuple[str, str, str, str]] = [
+    ("kind-empty", "", '{"t":""}', "kind"),
+    ("kind-with-space", "a b", '{"t":"a b"}', "kind"),
+    ("kind-too-long", "k" * 65, '{"t":"%s"}' % ("k" * 65), "kind"),
+    ("json-broken", "k", '{"t":"k"', "json"),
+    ("json-not-an-object", "k", '["k"]', "json"),
+    ("json-other-kind", "k", '{"t":"j"}', "json"),
+    ("json-without-kind", "k", "{}", "json"),
+    ("json-repeated-key", "k", '{"t":"k","a":1,"a":2}', "json"),
+    ("json-nan", "k", '{"t":"k","a":NaN}', "json"),
+    ("json-too-deep", "k", '{"t":"k","x":' + "[" * 32 + "]" * 32 + "}", "json"),
+]

@@ -212,6 +212,15 @@ def test_mapping_rules_reject_typos_duplicates_and_missing_keys() -> None:
             "changes[0].version",
         ),
         (lambda: b.build_session_activity_ephemeral("s", wrong(1), 0), "active"),
+        (lambda: b.build_delete_machine_update(wrong(None), 1, "u"), "machine_id"),
+        (lambda: b.build_session_event_ephemeral("s", "done", wrong(5), "b"), "title"),
+        (lambda: b.build_session_event_ephemeral("s", wrong(None), "t", "b"), "kind"),
+        (
+            lambda: b.build_update_account_update(
+                "u", {"github": {**dataclasses.asdict(GITHUB), "x": {1, 2}}}, 1, "u", public_url=url
+            ),
+            "profile.github.x",
+        ),
         (lambda: b.build_machine_status_ephemeral("m", True, now_ms=wrong(1.5)), "now_ms"),
         (
             lambda: b.build_new_message_update(
@@ -343,9 +352,38 @@ def test_now_ms_defaults_to_the_current_time() -> None:
     before = time.time_ns() // 1_000_000
     payload = b.build_delete_artifact_update("a", 1, "u")
     status = b.build_machine_status_ephemeral("m", False)
+    deleted = b.build_delete_machine_update("m", 2, "u2")
+    event = b.build_session_event_ephemeral("s", "done", "It's ready!", "b")
     after = time.time_ns() // 1_000_000
     assert before <= payload.created_at_ms <= after
     assert before <= status.machine_status.timestamp_ms <= after
+    assert before <= deleted.created_at_ms <= after
+    assert before <= event.session_event.timestamp_ms <= after
+
+
+def test_session_event_carries_a_kind_happy_adds_later() -> None:
+    # Happy's zod enum is done / permission / question today; a string keeps tomorrow's.
+    event = b.build_session_event_ephemeral("s1", "error", "Failed", "happy", now_ms=NOW)
+    assert to_happy_json(event) == {
+        "type": "session-event",
+        "sessionId": "s1",
+        "kind": "error",
+        "title": "Failed",
+        "body": "happy",
+        "timestamp": NOW,
+    }
+
+
+def test_github_record_and_mapping_in_record_order_need_no_extras() -> None:
+    # Extras appear only for what the record cannot say: same fields, same order, none.
+    from_record = b.build_update_account_update(
+        "u", AccountProfile(github=GITHUB), 1, "u", public_url=url, now_ms=NOW
+    )
+    from_mapping = b.build_update_account_update(
+        "u", {"github": dataclasses.asdict(GITHUB)}, 1, "u", public_url=url, now_ms=NOW
+    )
+    assert from_mapping == from_record
+    assert not from_record.body.update_account.github.profile.HasField("json_extras")
 
 
 def test_records_are_frozen_and_slotted() -> None:

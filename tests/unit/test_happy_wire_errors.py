@@ -21,6 +21,8 @@ from eventrouter.client._happy_json import (
     update_from_happy_json,
 )
 from eventrouter.v1 import events_pb2 as pb
+from eventrouter.v1 import happy_json_pb2 as hj
+from tests.unit.happy_strategies import BROKEN_RAW
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "happy-wire" / "builders.json"
 OUTPUTS: list[tuple[str, dict[str, Any]]] = [
@@ -58,14 +60,25 @@ STATUS = "buildRelationshipUpdatedEvent"
 ACTIVITY = "buildSessionActivityEphemeral"
 USAGE = "buildUsageEphemeral"
 
+
+def nested(levels: int) -> Any:
+    """A JSON value of ``levels`` nested arrays."""
+    value: Any = 1
+    for _ in range(levels):
+        value = [value]
+    return value
+
+
 DECODE_CASES: list[tuple[str, Any, str]] = [
-    # unknown `t` / `type`, and payloads that are neither
-    ("unknown-t", wire(SESSION, body__t="new-thing"), "body.t"),
+    # `t` / `type` that name no kind, and payloads that are neither (or both)
     ("missing-t", wire(SESSION, body__t=DELETE), "body.t"),
     ("t-not-string", wire(SESSION, body__t=7), "body.t"),
-    ("unknown-type", wire(ACTIVITY, type="typing"), "type"),
+    ("unknown-t-not-a-kind-name", wire(SESSION, body__t="new thing"), "body.t"),
+    ("unknown-t-too-long", wire(SESSION, body__t="x" * 65), "body.t"),
     ("type-null", wire(ACTIVITY, type=None), "type"),
+    ("type-empty", wire(ACTIVITY, type=""), "type"),
     ("neither-update-nor-ephemeral", {"id": "x", "seq": 1}, "type"),
+    ("both-update-and-ephemeral", wire(SESSION, type="activity"), ""),
     ("payload-not-object", [], ""),
     ("body-not-object", wire(SESSION, body="new-session"), "body"),
     # wrong JSON types
@@ -138,13 +151,13 @@ DECODE_CASES: list[tuple[str, Any, str]] = [
         wire(ARTIFACT, body__dataEncryptionKey=None),
         "body.dataEncryptionKey",
     ),
-    # unknown keys: nothing is dropped silently
-    ("unknown-body-key", wire(SESSION, body__tag="x"), "body.tag"),
-    ("unknown-envelope-key", wire(SESSION, type="activity"), "type"),
-    ("unknown-github-key", wire(ACCOUNT, 2, body__github__node_id="U_1"), "body.github.node_id"),
-    ("unknown-avatar-key", wire(ACCOUNT, 3, body__avatar__blurhash="x"), "body.avatar.blurhash"),
-    ("unknown-ephemeral-key", wire(ACTIVITY, sid="sess_1"), "sid"),
-    ("unknown-change-key", wire(KV, body__changes__0__ttl=5), "body.changes[0].ttl"),
+    # unknown keys and kinds are kept, as JSON text: so their values must be JSON
+    ("unknown-key-nan", wire(SESSION, body__x_tag=math.nan), "body.x_tag"),
+    ("unknown-key-set", wire(KV, body__changes__0__ttl={1, 2}), "body.changes[0].ttl"),
+    ("unknown-key-not-string", wire(ACTIVITY) | {5: "x"}, "5"),
+    ("unknown-key-too-deep", wire(ACCOUNT, 2, body__github__x=nested(33)), "body.github.x"),
+    ("unknown-kind-too-deep", wire(ACTIVITY, type="typing", x=nested(32)), ""),
+    ("unknown-kind-nan", wire(SESSION, body__t="new-thing", body__x=math.inf), "body"),
 ]
 
 
@@ -185,7 +198,40 @@ def _relationship(status: int) -> pb.UpdatePayload:
     return pb.UpdatePayload(body=pb.UpdateEvent(relationship_updated=event))
 
 
+def _raw_update(kind: str, text: str) -> pb.UpdatePayload:
+    return pb.UpdatePayload(body=pb.UpdateEvent(raw=hj.RawHappyEvent(kind=kind, json=text)))
+
+
+def _with_members(*members: tuple[str, str]) -> pb.UpdatePayload:
+    extras = hj.JsonExtras(members=[hj.JsonMember(key=k, json=v) for k, v in members])
+    event = pb.DeleteSession(session_id="s", json_extras=extras)
+    return pb.UpdatePayload(body=pb.UpdateEvent(delete_session=event))
+
+
 ENCODE_CASES: list[tuple[str, pb.UpdatePayload | pb.EphemeralPayload, str]] = [
+    *(
+        (f"raw-{name}", _raw_update(kind, text), f"body.raw.{where}")
+        for name, kind, text, where in BROKEN_RAW
+    ),
+    (
+        "raw-ephemeral-uses-type",
+        pb.EphemeralPayload(raw=hj.RawHappyEvent(kind="k", json='{"t":"k"}')),
+        "raw.json",
+    ),
+    (
+        "member-json-broken",
+        _with_members(("a", "1"), ("b", "tru")),
+        "body.json_extras.members[1].json",
+    ),
+    ("member-json-empty", _with_members(("a", "")), "body.json_extras.members[0].json"),
+    ("member-repeated", _with_members(("a", "1"), ("a", "2")), "body.json_extras.members[1].key"),
+    ("member-is-modelled-key", _with_members(("sid", '"x"')), "body.json_extras.members[0].key"),
+    ("member-is-discriminator", _with_members(("t", '"x"')), "body.json_extras.members[0].key"),
+    (
+        "member-too-deep",
+        _with_members(("a", "[" * 33 + "]" * 33)),
+        "body.json_extras.members[0].json",
+    ),
     ("update-without-kind", pb.UpdatePayload(id="u"), "body.t"),
     ("ephemeral-without-kind", pb.EphemeralPayload(), "type"),
     ("status-unspecified", _relationship(pb.RELATIONSHIP_STATUS_UNSPECIFIED), "body.status"),

@@ -1,8 +1,10 @@
 """Our builders + codec reproduce, byte for byte, what Happy's own builders emit.
 
-The cases in ``tests/fixtures/happy-wire/builders.json`` were recorded from
-Happy Server's TypeScript builders with the clock pinned to ``fixedNow``.
-The file is a copy of the shared fixture; a test keeps the two identical.
+The cases in ``tests/fixtures/happy-wire/builders.json`` (the seed's 13
+updates and 4 ephemerals) and ``builders-2026.json`` (``delete-machine`` and
+``session-event``, added by Happy in 2026) were recorded from Happy Server's
+TypeScript builders with the clock pinned to ``fixedNow``. Both files are
+copies of the shared fixtures; a test keeps each identical to its original.
 """
 
 from __future__ import annotations
@@ -20,14 +22,23 @@ import pytest
 from eventrouter.client import _builders as b
 from eventrouter.client._happy_json import from_happy_json, to_happy_json
 from eventrouter.client._records import ABSENT
+from eventrouter.v1 import events_pb2 as pb
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-FIXTURE = REPO_ROOT / "tests" / "fixtures" / "happy-wire" / "builders.json"
-SHARED_FIXTURE = REPO_ROOT.parent / "shared" / "fixtures" / "happy-wire" / "builders.json"
+FIXTURE_DIR = REPO_ROOT / "tests" / "fixtures" / "happy-wire"
+SHARED_FIXTURE_DIR = REPO_ROOT.parent / "shared" / "fixtures" / "happy-wire"
+FIXTURE_FILES = ("builders.json", "builders-2026.json")
 
-FIXTURES: dict[str, Any] = json.loads(FIXTURE.read_text(encoding="utf-8"))
-FIXED_NOW: int = FIXTURES["fixedNow"]
-CASES: list[dict[str, Any]] = FIXTURES["cases"]
+
+def _load(name: str) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads((FIXTURE_DIR / name).read_text(encoding="utf-8"))
+    return data
+
+
+FIXTURES = {name: _load(name) for name in FIXTURE_FILES}
+# Both files were recorded with the same pinned clock; the builders get it as now_ms.
+(FIXED_NOW,) = {data["fixedNow"] for data in FIXTURES.values()}
+CASES: list[dict[str, Any]] = [case for data in FIXTURES.values() for case in data["cases"]]
 
 # Happy's name -> our twin. Spelled out rather than derived, so a renamed
 # builder fails here instead of being silently skipped.
@@ -49,6 +60,9 @@ BUILDERS: dict[str, Callable[..., Any]] = {
     "buildRelationshipUpdatedEvent": b.build_relationship_updated_event,
     "buildNewFeedPostUpdate": b.build_new_feed_post_update,
     "buildKVBatchUpdateUpdate": b.build_kv_batch_update_update,
+    # Added by Happy in 2026 (builders-2026.json).
+    "buildDeleteMachineUpdate": b.build_delete_machine_update,
+    "buildSessionEventEphemeral": b.build_session_event_ephemeral,
 }
 
 
@@ -72,6 +86,9 @@ def decode_arg(value: Any) -> Any:
     return value
 
 
+CASE_IDS = [f"{i:02d}-{case['builder']}" for i, case in enumerate(CASES)]
+
+
 def build(case: dict[str, Any]) -> Any:
     builder = BUILDERS[case["builder"]]
     kwargs: dict[str, Any] = {"now_ms": FIXED_NOW}
@@ -80,31 +97,50 @@ def build(case: dict[str, Any]) -> Any:
     return builder(*decode_arg(case["args"]), **kwargs)
 
 
-def test_fixture_copy_matches_shared_fixture() -> None:
-    if not SHARED_FIXTURE.exists():
-        message = f"shared fixture {SHARED_FIXTURE} is missing; cannot compare the copy"
+@pytest.mark.parametrize("name", FIXTURE_FILES)
+def test_fixture_copy_matches_shared_fixture(name: str) -> None:
+    shared = SHARED_FIXTURE_DIR / name
+    if not shared.exists():
+        message = f"shared fixture {shared} is missing; cannot compare the copy"
         if os.environ.get("CI") == "true":
             pytest.fail(message)
         pytest.skip(message)
-    assert FIXTURE.read_bytes() == SHARED_FIXTURE.read_bytes()
+    assert (FIXTURE_DIR / name).read_bytes() == shared.read_bytes()
 
 
 def test_fixtures_cover_every_builder() -> None:
     assert {case["builder"] for case in CASES} == set(BUILDERS)
+    assert len(CASES) == 36  # 32 seed cases + 4 of 2026: none was dropped or skipped
 
 
-@pytest.mark.parametrize(
-    "case", CASES, ids=[f"{i:02d}-{case['builder']}" for i, case in enumerate(CASES)]
-)
+def _kind(output: dict[str, Any]) -> str:
+    # session-event has a string `body`: only an object body holds an update's `t`.
+    body = output.get("body")
+    kind: str = body["t"] if isinstance(body, dict) else output["type"]
+    return kind
+
+
+def test_fixtures_cover_every_modelled_kind() -> None:
+    # Every oneof case but `raw` (the carrier of kinds the contract does not model)
+    # is a kind; Happy's name for it is the field name with dashes.
+    modelled = sorted(
+        field.name.replace("_", "-")
+        for union in (pb.UpdateEvent, pb.EphemeralPayload)
+        for field in union.DESCRIPTOR.oneofs_by_name["event"].fields
+        if field.name != "raw"
+    )
+    assert len(modelled) == 19  # 14 updates + 5 ephemerals
+    assert sorted({_kind(case["output"]) for case in CASES}) == modelled
+
+
+@pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
 def test_builder_output_is_happys_json_byte_for_byte(case: dict[str, Any]) -> None:
     payload = build(case)
     assert json.dumps(to_happy_json(payload)) == json.dumps(case["output"])
     assert from_happy_json(case["output"]) == payload
 
 
-@pytest.mark.parametrize(
-    "case", CASES, ids=[f"{i:02d}-{case['builder']}" for i, case in enumerate(CASES)]
-)
+@pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
 def test_happy_json_survives_protobuf_bytes(case: dict[str, Any]) -> None:
     # What a subscriber sees after the gRPC hop: parse the serialized payload, re-encode.
     payload = build(case)

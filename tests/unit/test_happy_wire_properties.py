@@ -17,13 +17,25 @@ from hypothesis import strategies as st
 from eventrouter.client._happy_json import from_happy_json, to_happy_json
 from eventrouter.client._json_values import js_number
 from eventrouter.v1 import events_pb2 as pb
-from tests.unit.happy_strategies import EPHEMERAL_EVENTS, UPDATE_EVENTS, payloads
+from tests.unit.happy_strategies import (
+    EPHEMERAL_EVENTS,
+    UPDATE_EVENTS,
+    payloads,
+    raw_ephemeral_json,
+    raw_update_json,
+    with_unknown_keys,
+)
 
 Payload = pb.UpdatePayload | pb.EphemeralPayload
 
-# Per kind, so that each of the 17 kinds gets examples of its own.
+# Per kind, so that each of the 19 kinds gets examples of its own.
 KINDS = {**UPDATE_EVENTS, **EPHEMERAL_EVENTS}
 EXAMPLES_PER_KIND = 40
+
+
+def _case(payload: Payload) -> str | None:
+    union = payload.body if isinstance(payload, pb.UpdatePayload) else payload
+    return union.WhichOneof("event")
 
 
 def _reparse(payload: Payload) -> Payload:
@@ -32,11 +44,16 @@ def _reparse(payload: Payload) -> Payload:
     return clone
 
 
+def _kinds(union: type[pb.UpdateEvent] | type[pb.EphemeralPayload]) -> set[str]:
+    # Every oneof case is a kind, but `raw`: the carrier of the kinds not modelled.
+    cases = union.DESCRIPTOR.oneofs_by_name["event"].fields
+    return {case.name.replace("_", "-") for case in cases if case.name != "raw"}
+
+
 def test_strategies_cover_every_kind() -> None:
-    assert len(UPDATE_EVENTS) == len(pb.UpdateEvent.DESCRIPTOR.oneofs_by_name["event"].fields)
-    assert len(EPHEMERAL_EVENTS) == len(
-        pb.EphemeralPayload.DESCRIPTOR.oneofs_by_name["event"].fields
-    )
+    assert set(UPDATE_EVENTS) == _kinds(pb.UpdateEvent)
+    assert set(EPHEMERAL_EVENTS) == _kinds(pb.EphemeralPayload)
+    assert len(KINDS) == 19
 
 
 @pytest.mark.parametrize("kind", sorted(KINDS))
@@ -45,7 +62,8 @@ def test_protobuf_to_happy_json_and_back(kind: str) -> None:
     @given(KINDS[kind])
     def check(payload: Payload) -> None:
         data = to_happy_json(payload)
-        assert (data["body"]["t"] if "body" in data else data["type"]) == kind
+        # An ephemeral's `type` first: session-event has a `body` too (a string).
+        assert (data["type"] if "type" in data else data["body"]["t"]) == kind
         assert from_happy_json(data) == payload
 
     check()
@@ -63,6 +81,35 @@ def test_json_text_round_trip(kind: str) -> None:
         assert json.dumps(to_happy_json(decoded)) == text
 
     check()
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_unknown_keys_anywhere_render_back_exactly(kind: str) -> None:
+    # Keys the contract does not model, put anywhere (between known keys, in nested
+    # objects, in GitHub's profile), come back where they were: same text.
+    @settings(max_examples=EXAMPLES_PER_KIND // 2, deadline=None)
+    @given(KINDS[kind], st.data())
+    def check(payload: Payload, data: st.DataObject) -> None:
+        sent = data.draw(with_unknown_keys(to_happy_json(payload)))
+        text = json.dumps(sent)
+        decoded = from_happy_json(json.loads(text))
+        assert json.dumps(to_happy_json(decoded)) == text
+        assert json.dumps(to_happy_json(_reparse(decoded))) == text
+        assert _case(decoded) == kind.replace("-", "_")  # still the typed kind
+
+    check()
+
+
+@settings(max_examples=100, deadline=None)
+@given(raw_update_json() | raw_ephemeral_json())
+def test_unknown_kinds_render_back_exactly(sent: dict[str, object]) -> None:
+    text = json.dumps(sent)
+    decoded = from_happy_json(json.loads(text))
+    assert _case(decoded) == "raw"
+    raw = decoded.body.raw if isinstance(decoded, pb.UpdatePayload) else decoded.raw
+    assert raw.kind == (sent["type"] if "type" in sent else sent["body"]["t"])  # type: ignore[index]
+    assert json.dumps(to_happy_json(decoded)) == text
+    assert json.dumps(to_happy_json(_reparse(decoded))) == text
 
 
 @settings(max_examples=300, deadline=None)

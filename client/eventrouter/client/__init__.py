@@ -12,6 +12,7 @@ it back in the exact JSON Happy's apps receive::
 from eventrouter.client._blocking import BlockingEventRouterClient, BlockingSubscription
 from eventrouter.client._builders import (
     build_delete_artifact_update,
+    build_delete_machine_update,
     build_delete_session_update,
     build_kv_batch_update_update,
     build_machine_activity_ephemeral,
@@ -23,6 +24,7 @@ from eventrouter.client._builders import (
     build_new_session_update,
     build_relationship_updated_event,
     build_session_activity_ephemeral,
+    build_session_event_ephemeral,
     build_update_account_update,
     build_update_artifact_update,
     build_update_machine_update,
@@ -142,6 +144,7 @@ __all__ = [
     "all_interested_in_session",
     "all_user_authenticated_connections",
     "build_delete_artifact_update",
+    "build_delete_machine_update",
     "build_delete_session_update",
     "build_kv_batch_update_update",
     "build_machine_activity_ephemeral",
@@ -153,6 +156,7 @@ __all__ = [
     "build_new_session_update",
     "build_relationship_updated_event",
     "build_session_activity_ephemeral",
+    "build_session_event_ephemeral",
     "build_update_account_update",
     "build_update_artifact_update",
     "build_update_machine_update",

@@ -8,22 +8,30 @@ Happy's camelCase keys; see ``_records``). Optional arguments that Happy
 leaves ``undefined`` default to ``ABSENT``; ``None`` means ``null``.
 
 Every builder takes keyword-only ``now_ms``: the clock reading Happy takes
-with ``Date.now()`` (``createdAt`` of updates, ``timestamp`` of usage and
-machine-status); by default the current time. Bad input raises
-``HappyWireError`` naming the argument (``session.last_active_at``).
+with ``Date.now()`` (``createdAt`` of updates, ``timestamp`` of usage,
+machine-status and session-event); by default the current time. Bad input
+raises ``HappyWireError`` naming the argument (``session.last_active_at``).
+
+The ephemeral builders live in ``_ephemeral_builders`` and are re-exported
+here, so this module names all nineteen.
 """
 
 from __future__ import annotations
 
 import os
-import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 
+from eventrouter.client._ephemeral_builders import (
+    build_machine_activity_ephemeral,
+    build_machine_status_ephemeral,
+    build_session_activity_ephemeral,
+    build_session_event_ephemeral,
+    build_usage_ephemeral,
+)
 from eventrouter.client._json_values import (
     HappyWireError,
     expect_bool,
     expect_int64,
-    expect_number,
     expect_str,
     join,
     json_to_value,
@@ -44,6 +52,7 @@ from eventrouter.client._records import (
     SessionRecord,
     Versioned,
     as_record,
+    clock_ms,
     github_profile_message,
     nullable_string,
     nullable_versioned,
@@ -59,6 +68,7 @@ from eventrouter.v1 import events_pb2
 
 __all__ = [
     "build_delete_artifact_update",
+    "build_delete_machine_update",
     "build_delete_session_update",
     "build_kv_batch_update_update",
     "build_machine_activity_ephemeral",
@@ -70,6 +80,7 @@ __all__ = [
     "build_new_session_update",
     "build_relationship_updated_event",
     "build_session_activity_ephemeral",
+    "build_session_event_ephemeral",
     "build_update_account_update",
     "build_update_artifact_update",
     "build_update_machine_update",
@@ -79,7 +90,6 @@ __all__ = [
 ]
 
 UpdatePayload = events_pb2.UpdatePayload
-EphemeralPayload = events_pb2.EphemeralPayload
 UpdateEvent = events_pb2.UpdateEvent
 
 
@@ -103,12 +113,6 @@ def public_url_from_env(path: str) -> str:
 # ---------------------------------------------------------------------------
 
 
-def _now(now_ms: int | None) -> int:
-    if now_ms is None:
-        return time.time_ns() // 1_000_000
-    return expect_int64(now_ms, "now_ms")
-
-
 def _update(
     update_id: str, update_seq: int, body: UpdateEvent, now_ms: int | None
 ) -> UpdatePayload:
@@ -116,7 +120,7 @@ def _update(
         id=expect_str(update_id, "update_id"),
         seq=expect_int64(update_seq, "update_seq"),
         body=body,
-        created_at_ms=_now(now_ms),
+        created_at_ms=clock_ms(now_ms),
     )
 
 
@@ -296,6 +300,14 @@ def build_update_machine_update(
     return _update(update_id, update_seq, UpdateEvent(update_machine=event), now_ms)
 
 
+def build_delete_machine_update(
+    machine_id: str, update_seq: int, update_id: str, *, now_ms: int | None = None
+) -> UpdatePayload:
+    """``delete-machine``: a machine was deleted (Happy emits it ``user_scoped_only``)."""
+    event = events_pb2.DeleteMachine(machine_id=expect_str(machine_id, "machine_id"))
+    return _update(update_id, update_seq, UpdateEvent(delete_machine=event), now_ms)
+
+
 # ---------------------------------------------------------------------------
 # Artifacts
 # ---------------------------------------------------------------------------
@@ -392,89 +404,3 @@ def build_kv_batch_update_update(
             version=expect_int64(c.version, join(field, "version")),
         )
     return _update(update_id, update_seq, UpdateEvent(kv_batch_update=event), now_ms)
-
-
-# ---------------------------------------------------------------------------
-# Ephemeral events
-# ---------------------------------------------------------------------------
-
-
-def build_session_activity_ephemeral(
-    session_id: str,
-    active: bool,
-    active_at: DateLike,
-    thinking: bool | None = None,
-    *,
-    now_ms: int | None = None,
-) -> EphemeralPayload:
-    """``activity``; ``thinking`` is always sent, False when not given (Happy's ``|| false``).
-
-    ``now_ms`` is accepted, and ignored, so every builder has one signature
-    shape: Happy's activity builder reads no clock.
-    """
-    return EphemeralPayload(
-        activity=events_pb2.SessionActivity(
-            session_id=expect_str(session_id, "session_id"),
-            active=expect_bool(active, "active"),
-            active_at_ms=to_ms(active_at, "active_at"),
-            thinking=False if thinking is None else expect_bool(thinking, "thinking"),
-        )
-    )
-
-
-def build_machine_activity_ephemeral(
-    machine_id: str, active: bool, active_at: DateLike, *, now_ms: int | None = None
-) -> EphemeralPayload:
-    """``machine-activity``: a machine became active or idle (``now_ms`` is ignored)."""
-    return EphemeralPayload(
-        machine_activity=events_pb2.MachineActivity(
-            machine_id=expect_str(machine_id, "machine_id"),
-            active=expect_bool(active, "active"),
-            active_at_ms=to_ms(active_at, "active_at"),
-        )
-    )
-
-
-def _usage_entries(numbers: object, field: str) -> list[events_pb2.UsageEntry]:
-    if not isinstance(numbers, Mapping):
-        raise HappyWireError(field, f"expected a mapping of numbers, got {type(numbers).__name__}")
-    return [
-        events_pb2.UsageEntry(
-            key=expect_str(key, join(field, str(key))),
-            value=expect_number(value, join(field, str(key))),
-        )
-        for key, value in numbers.items()
-    ]
-
-
-def build_usage_ephemeral(
-    session_id: str,
-    key: str,
-    tokens: Mapping[str, float],
-    cost: Mapping[str, float],
-    *,
-    now_ms: int | None = None,
-) -> EphemeralPayload:
-    """``usage``: token counts and cost in the mappings' order, stamped ``now_ms``."""
-    return EphemeralPayload(
-        usage=events_pb2.Usage(
-            session_id=expect_str(session_id, "session_id"),
-            key=expect_str(key, "key"),
-            tokens=_usage_entries(tokens, "tokens"),
-            cost=_usage_entries(cost, "cost"),
-            timestamp_ms=_now(now_ms),
-        )
-    )
-
-
-def build_machine_status_ephemeral(
-    machine_id: str, online: bool, *, now_ms: int | None = None
-) -> EphemeralPayload:
-    """``machine-status``: a machine's daemon went online or offline, stamped ``now_ms``."""
-    return EphemeralPayload(
-        machine_status=events_pb2.MachineStatus(
-            machine_id=expect_str(machine_id, "machine_id"),
-            online=expect_bool(online, "online"),
-            timestamp_ms=_now(now_ms),
-        )
-    )

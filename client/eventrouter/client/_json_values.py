@@ -19,11 +19,14 @@ from __future__ import annotations
 import base64
 import binascii
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from decimal import Decimal
 from typing import Any, Final, TypeAlias
 
 from google.protobuf import struct_pb2
+
+from eventrouter import jsontext
 
 __all__ = [
     "HappyWireError",
@@ -38,6 +41,8 @@ __all__ = [
     "json_to_value",
     "struct_key_order",
     "value_to_json",
+    "wire_errors",
+    "wire_order",
 ]
 
 # What ``json.loads`` produces (tuples are accepted as arrays on input).
@@ -65,6 +70,32 @@ class HappyWireError(ValueError):
         super().__init__(f"{field or '<payload>'}: {reason}")
         self.field = field
         self.reason = reason
+
+
+@contextmanager
+def wire_errors() -> Iterator[None]:
+    """Report a broken JSON text (``eventrouter.jsontext``) as a ``HappyWireError``, same field."""
+    try:
+        yield
+    except jsontext.JsonTextError as e:
+        raise HappyWireError(e.field, e.reason) from None
+
+
+def wire_order(
+    keys: Sequence[str], modelled: Iterable[str], head: Sequence[str] = ()
+) -> list[str] | None:
+    """An object's key order, if a renderer would not reproduce it by itself; else None.
+
+    A renderer writes ``head`` (a discriminator), then the modelled keys in the
+    contract's order, then the other keys in the order they came: the default
+    order of ``JsonExtras``, whose ``key_order`` holds this function's answer.
+    """
+    present = set(keys)
+    modelled = [key for key in modelled if key not in head]
+    known = {*modelled, *head}
+    default = [key for key in (*head, *modelled) if key in present]
+    default += [key for key in keys if key not in known]
+    return None if list(keys) == default else list(keys)
 
 
 def join(path: str, key: str) -> str:

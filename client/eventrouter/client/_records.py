@@ -25,12 +25,14 @@ only the builders use it.
 from __future__ import annotations
 
 import enum
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import MISSING, dataclass, fields
 from datetime import UTC, datetime, timedelta
 from functools import cache
 from typing import Any, ClassVar, Final, Protocol, TypeAlias, TypeVar
 
+from eventrouter import jsontext
 from eventrouter.client._json_values import (
     HappyWireError,
     JsonValue,
@@ -38,8 +40,10 @@ from eventrouter.client._json_values import (
     expect_int64,
     expect_str,
     join,
+    wire_errors,
+    wire_order,
 )
-from eventrouter.v1 import events_pb2
+from eventrouter.v1 import events_pb2, happy_json_pb2
 
 __all__ = [
     "ABSENT",
@@ -300,8 +304,45 @@ def as_record(obj: object, cls: type[R], field: str) -> R:
     return cls(**values)
 
 
+def open_record(
+    obj: object, cls: type[R], field: str
+) -> tuple[R, happy_json_pb2.JsonExtras | None]:
+    """``as_record`` for an object that may hold more than ``cls`` models (GitHub's profile).
+
+    A Mapping's keys that spell no field are kept, with their values as JSON
+    text, in a ``JsonExtras``, and so is its key order when it is not the
+    record's field order (GitHub's own order, say); the rendered object is then
+    the Mapping as given. Only for records whose wire keys are their field
+    names. A dataclass holds nothing more: no extras.
+    """
+    if not isinstance(obj, Mapping):
+        return as_record(obj, cls, field), None
+    spellings = _spellings(cls)
+    record = as_record({k: v for k, v in obj.items() if k in spellings}, cls, field)
+    extras = happy_json_pb2.JsonExtras()
+    wire_keys: list[str] = []
+    for key, value in obj.items():
+        key_field = join(field, str(key))
+        name = expect_str(key, key_field)
+        if name not in spellings:
+            with wire_errors():
+                extras.members.add(key=name, json=jsontext.dumps(value, key_field))
+        wire_keys.append(spellings.get(name, name))
+    order = wire_order(wire_keys, (f.name for f in fields(cls)))
+    if order is not None:
+        extras.key_order.extend(order)
+    return record, extras if extras.members or extras.key_order else None
+
+
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _ONE_MS: Final = timedelta(milliseconds=1)
+
+
+def clock_ms(now_ms: int | None) -> int:
+    """The builders' ``now_ms``: Happy's ``Date.now()``, or the value that pins it."""
+    if now_ms is None:
+        return time.time_ns() // 1_000_000
+    return expect_int64(now_ms, "now_ms")
 
 
 def to_ms(value: object, field: str) -> int:
@@ -402,9 +443,15 @@ _GITHUB_PRIVATE_COUNTS = (
 
 
 def github_profile_message(value: object, field: str) -> events_pb2.GitHubProfile:
-    """A GitHubProfile record (or Mapping) as the contract's message, every field checked."""
-    g = as_record(value, GitHubProfile, field)
+    """A GitHubProfile record (or Mapping) as the contract's message, every field checked.
+
+    A Mapping is GitHub's profile as Happy stores it (GitHub's whole API
+    response): the keys the contract does not model are kept (``open_record``).
+    """
+    g, extras = open_record(value, GitHubProfile, field)
     out = events_pb2.GitHubProfile(site_admin=expect_bool(g.site_admin, join(field, "site_admin")))
+    if extras is not None:
+        out.json_extras.CopyFrom(extras)
     for name in _GITHUB_STRINGS:
         setattr(out, name, expect_str(getattr(g, name), join(field, name)))
     for name in _GITHUB_COUNTS:
@@ -425,7 +472,9 @@ def github_profile_message(value: object, field: str) -> events_pb2.GitHubProfil
         )
     if g.plan is not ABSENT:
         plan_field = join(field, "plan")
-        p = as_record(g.plan, GitHubPlan, plan_field)
+        p, plan_extras = open_record(g.plan, GitHubPlan, plan_field)
+        if plan_extras is not None:
+            out.plan.json_extras.CopyFrom(plan_extras)
         out.plan.collaborators = expect_int64(p.collaborators, join(plan_field, "collaborators"))
         out.plan.name = expect_str(p.name, join(plan_field, "name"))
         out.plan.space = expect_int64(p.space, join(plan_field, "space"))

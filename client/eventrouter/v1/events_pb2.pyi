@@ -12,9 +12,13 @@ Conventions for consumers in any language:
   the wrapper unset = the key is absent; the wrapper set but empty = `null`;
   the wrapper set with its value = the value.
 - Byte fields carry raw bytes; Happy's JSON wire shows them as base64.
+- What Happy sends beyond this model is kept, not refused (happy_json.proto):
+  a kind the contract does not know travels as `raw`, keys it does not know
+  as `json_extras`.
 """
 
 from collections import abc as _abc
+from eventrouter.v1 import happy_json_pb2 as _happy_json_pb2
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import struct_pb2 as _struct_pb2
@@ -82,6 +86,7 @@ class UpdatePayload(_message.Message):
     SEQ_FIELD_NUMBER: _builtins.int
     BODY_FIELD_NUMBER: _builtins.int
     CREATED_AT_MS_FIELD_NUMBER: _builtins.int
+    JSON_EXTRAS_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Random unique id of this update; also the idempotency key of Emit (a repeat is not delivered twice)."""
     seq: _builtins.int
@@ -92,6 +97,10 @@ class UpdatePayload(_message.Message):
     def body(self) -> Global___UpdateEvent:
         """What changed; exactly one kind must be set."""
 
+    @_builtins.property
+    def json_extras(self) -> _happy_json_pb2.JsonExtras:
+        """Keys of its Happy JSON that no field here models (see JsonExtras)."""
+
     def __init__(
         self,
         *,
@@ -99,10 +108,11 @@ class UpdatePayload(_message.Message):
         seq: _builtins.int = ...,
         body: Global___UpdateEvent | None = ...,
         created_at_ms: _builtins.int = ...,
+        json_extras: _happy_json_pb2.JsonExtras | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["body", b"body"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "json_extras", b"json_extras"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "created_at_ms", b"created_at_ms", "id", b"id", "seq", b"seq"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "created_at_ms", b"created_at_ms", "id", b"id", "json_extras", b"json_extras", "seq", b"seq"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -127,6 +137,8 @@ class UpdateEvent(_message.Message):
     RELATIONSHIP_UPDATED_FIELD_NUMBER: _builtins.int
     NEW_FEED_POST_FIELD_NUMBER: _builtins.int
     KV_BATCH_UPDATE_FIELD_NUMBER: _builtins.int
+    DELETE_MACHINE_FIELD_NUMBER: _builtins.int
+    RAW_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def new_message(self) -> Global___NewMessage:
         """`new-message`: a message was appended to a session."""
@@ -179,6 +191,14 @@ class UpdateEvent(_message.Message):
     def kv_batch_update(self) -> Global___KvBatchUpdate:
         """`kv-batch-update`: keys of the user's key-value store changed."""
 
+    @_builtins.property
+    def delete_machine(self) -> Global___DeleteMachine:
+        """`delete-machine`: a machine was deleted. Happy sends it to user-scoped connections only (`user_scoped_only`)."""
+
+    @_builtins.property
+    def raw(self) -> _happy_json_pb2.RawHappyEvent:
+        """An update of a kind this contract does not model, as Happy's JSON `body` (see RawHappyEvent)."""
+
     def __init__(
         self,
         *,
@@ -195,12 +215,14 @@ class UpdateEvent(_message.Message):
         relationship_updated: Global___RelationshipUpdated | None = ...,
         new_feed_post: Global___NewFeedPost | None = ...,
         kv_batch_update: Global___KvBatchUpdate | None = ...,
+        delete_machine: Global___DeleteMachine | None = ...,
+        raw: _happy_json_pb2.RawHappyEvent | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["delete_artifact", b"delete_artifact", "delete_session", b"delete_session", "event", b"event", "kv_batch_update", b"kv_batch_update", "new_artifact", b"new_artifact", "new_feed_post", b"new_feed_post", "new_machine", b"new_machine", "new_message", b"new_message", "new_session", b"new_session", "relationship_updated", b"relationship_updated", "update_account", b"update_account", "update_artifact", b"update_artifact", "update_machine", b"update_machine", "update_session", b"update_session"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["delete_artifact", b"delete_artifact", "delete_machine", b"delete_machine", "delete_session", b"delete_session", "event", b"event", "kv_batch_update", b"kv_batch_update", "new_artifact", b"new_artifact", "new_feed_post", b"new_feed_post", "new_machine", b"new_machine", "new_message", b"new_message", "new_session", b"new_session", "raw", b"raw", "relationship_updated", b"relationship_updated", "update_account", b"update_account", "update_artifact", b"update_artifact", "update_machine", b"update_machine", "update_session", b"update_session"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["delete_artifact", b"delete_artifact", "delete_session", b"delete_session", "event", b"event", "kv_batch_update", b"kv_batch_update", "new_artifact", b"new_artifact", "new_feed_post", b"new_feed_post", "new_machine", b"new_machine", "new_message", b"new_message", "new_session", b"new_session", "relationship_updated", b"relationship_updated", "update_account", b"update_account", "update_artifact", b"update_artifact", "update_machine", b"update_machine", "update_session", b"update_session"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["delete_artifact", b"delete_artifact", "delete_machine", b"delete_machine", "delete_session", b"delete_session", "event", b"event", "kv_batch_update", b"kv_batch_update", "new_artifact", b"new_artifact", "new_feed_post", b"new_feed_post", "new_machine", b"new_machine", "new_message", b"new_message", "new_session", b"new_session", "raw", b"raw", "relationship_updated", b"relationship_updated", "update_account", b"update_account", "update_artifact", b"update_artifact", "update_machine", b"update_machine", "update_session", b"update_session"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["new_message", "new_session", "update_session", "update_account", "new_machine", "update_machine", "new_artifact", "update_artifact", "delete_artifact", "delete_session", "relationship_updated", "new_feed_post", "kv_batch_update"]  # noqa: Y015
+    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["new_message", "new_session", "update_session", "update_account", "new_machine", "update_machine", "new_artifact", "update_artifact", "delete_artifact", "delete_session", "relationship_updated", "new_feed_post", "kv_batch_update", "delete_machine", "raw"]  # noqa: Y015
     _WhichOneofArgType_event: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_event) -> _WhichOneofReturnType_event | None: ...
 
@@ -216,6 +238,8 @@ class EphemeralPayload(_message.Message):
     MACHINE_ACTIVITY_FIELD_NUMBER: _builtins.int
     USAGE_FIELD_NUMBER: _builtins.int
     MACHINE_STATUS_FIELD_NUMBER: _builtins.int
+    SESSION_EVENT_FIELD_NUMBER: _builtins.int
+    RAW_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def activity(self) -> Global___SessionActivity:
         """`activity`: a session became active or idle, or started or stopped thinking."""
@@ -232,6 +256,16 @@ class EphemeralPayload(_message.Message):
     def machine_status(self) -> Global___MachineStatus:
         """`machine-status`: a machine's daemon went online or offline."""
 
+    @_builtins.property
+    def session_event(self) -> Global___SessionEvent:
+        """`session-event`: a session needs the user (done, permission, question). Happy sends it
+        to `all_interested_in_session` of that session.
+        """
+
+    @_builtins.property
+    def raw(self) -> _happy_json_pb2.RawHappyEvent:
+        """An ephemeral event of a kind this contract does not model, as Happy's JSON (see RawHappyEvent)."""
+
     def __init__(
         self,
         *,
@@ -239,12 +273,14 @@ class EphemeralPayload(_message.Message):
         machine_activity: Global___MachineActivity | None = ...,
         usage: Global___Usage | None = ...,
         machine_status: Global___MachineStatus | None = ...,
+        session_event: Global___SessionEvent | None = ...,
+        raw: _happy_json_pb2.RawHappyEvent | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["activity", b"activity", "event", b"event", "machine_activity", b"machine_activity", "machine_status", b"machine_status", "usage", b"usage"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["activity", b"activity", "event", b"event", "machine_activity", b"machine_activity", "machine_status", b"machine_status", "raw", b"raw", "session_event", b"session_event", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["activity", b"activity", "event", b"event", "machine_activity", b"machine_activity", "machine_status", b"machine_status", "usage", b"usage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["activity", b"activity", "event", b"event", "machine_activity", b"machine_activity", "machine_status", b"machine_status", "raw", b"raw", "session_event", b"session_event", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["activity", "machine_activity", "usage", "machine_status"]  # noqa: Y015
+    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["activity", "machine_activity", "usage", "machine_status", "session_event", "raw"]  # noqa: Y015
     _WhichOneofArgType_event: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_event) -> _WhichOneofReturnType_event | None: ...
 
@@ -263,19 +299,25 @@ class VersionedValue(_message.Message):
 
     VALUE_FIELD_NUMBER: _builtins.int
     VERSION_FIELD_NUMBER: _builtins.int
+    JSON_EXTRAS_FIELD_NUMBER: _builtins.int
     value: _builtins.str
     """The value (usually base64 of encrypted data); unset means JSON `null`, distinct from ""."""
     version: _builtins.int
     """The version this value has; increases with every change (-1 marks a deleted key in the KV store)."""
+    @_builtins.property
+    def json_extras(self) -> _happy_json_pb2.JsonExtras:
+        """Keys of its Happy JSON that no field here models (see JsonExtras)."""
+
     def __init__(
         self,
         *,
         value: _builtins.str | None = ...,
         version: _builtins.int = ...,
+        json_extras: _happy_json_pb2.JsonExtras | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_value", b"_value", "value", b"value"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_value", b"_value", "json_extras", b"json_extras", "value", b"value"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_value", b"_value", "value", b"value", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_value", b"_value", "json_extras", b"json_extras", "value", b"value", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__value: _TypeAlias = _typing.Literal["value"]  # noqa: Y015
     _WhichOneofArgType__value: _TypeAlias = _typing.Literal["_value", b"_value"]  # noqa: Y015
@@ -344,21 +386,27 @@ class NewMessage(_message.Message):
 
     SESSION_ID_FIELD_NUMBER: _builtins.int
     MESSAGE_FIELD_NUMBER: _builtins.int
+    JSON_EXTRAS_FIELD_NUMBER: _builtins.int
     session_id: _builtins.str
     """The session the message belongs to (on the wire: `sid`)."""
     @_builtins.property
     def message(self) -> Global___SessionMessage:
         """The message itself."""
 
+    @_builtins.property
+    def json_extras(self) -> _happy_json_pb2.JsonExtras:
+        """Keys of its Happy JSON that no field here models (see JsonExtras)."""
+
     def __init__(
         self,
         *,
         session_id: _builtins.str = ...,
         message: Global___SessionMessage | None = ...,
+        json_extras: _happy_json_pb2.JsonExtras | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["message", b"message"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["json_extras", b"json_extras", "message", b"message"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["message", b"message", "session_id", b"session_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["json_extras", b"json_extras", "message", b"message", "session_id", b"session_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -376,6 +424,7 @@ class SessionMessage(_message.Message):
     LOCAL_ID_FIELD_NUMBER: _builtins.int
     CREATED_AT_MS_FIELD_NUMBER: _builtins.int
     UPDATED_AT_MS_FIELD_NUMBER: _builtins.int
+    JSON_EXTRAS_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Unique message id."""
     seq: _builtins.int
@@ -390,6 +439,10 @@ class SessionMessage(_message.Message):
     def content(self) -> _struct_pb2.Value:
         """The message content: arbitrary JSON, usually `{"t": "encrypted", "c": base64}`."""
 
+    @_builtins.property
+    def json_extras(self) -> _happy_json_pb2.JsonExtras:
+        """Keys of its Happy JSON that no field here models (see JsonExtras)."""
+
     def __init__(
         self,
         *,
@@ -399,10 +452,11 @@ class SessionMessage(_message.Message):
         local_id: _builtins.str | None = ...,
         created_at_ms: _builtins.int = ...,
         updated_at_ms: _builtins.int = ...,
+        json_extras: _happy_json_pb2.JsonExtras | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_local_id", b"_local_id", "content", b"content", "local_id", b"local_id"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_local_id", b"_local_id", "content", b"content", "json_extras", b"json_extras", "local_id", b"local_id"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_local_id", b"_local_id", "content", b"content", "created_at_ms", b"created_at_ms", "id", b"id", "local_id", b"local_id", "seq", b"seq", "updated_at_ms", b"updated_at_ms"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_local_id", b"_local_id", "content", b"content", "created_at_ms", b"created_at_ms", "id", b"id", "json_extras", b"json_extras", "local_id", b"local_id", "seq", b"seq", "updated_at_ms", b"updated_at_ms"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__local_id: _TypeAlias = _typing.Literal["local_id"]  # noqa: Y015
     _WhichOneofArgType__local_id: _TypeAlias = _typing.Literal["_local_id", b"_local_id"]  # noqa: Y015
@@ -427,6 +481,7 @@ class NewSession(_message.Message):
     ACTIVE_AT_MS_FIELD_NUMBER: _builtins.int
     CREATED_AT_MS_FIELD_NUMBER: _builtins.int
     UPDATED_AT_MS_FIELD_NUMBER: _builtins.int
+    JSON_EXTRAS_FIELD_NUMBER: _builtins.int
     session_id: _builtins.str
     """The session id (on the wire: `id`)."""
     seq: _builtins.int
@@ -449,6 +504,10 @@ class NewSession(_message.Message):
     """When the session was created, in ms."""
     updated_at_ms: _builtins.int
     """When the session was last updated, in ms."""
+    @_builtins.property
+    def json_extras(self) -> _happy_json_pb2.JsonExtras:
+        """Keys of its Happy JSON that no field here models (see JsonExtras)."""
+
     def __init__(
         self,
         *,
@@ -463,10 +522,11 @@ class NewSession(_message.Message):
         active_at_ms: _builtins.int = ...,
         created_at_ms: _builtins.int = ...,
         updated_at_ms: _builtins.int = ...,
+        json_extras: _happy_json_pb2.JsonExtras | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_agent_state", b"_agent_state", "_data_encryption_key", b"_data_encryption_key", "agent_state", b"agent_state", "data_encryption_key", b"data_encryption_key"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_agent_state", b"_agent_state", "_data_encryption_key", b"_data_encryption_key", "agent_state", b"agent_state", "data_encryption_key", b"data_encryption_key", "json_extras", b"json_extras"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_agent_state", b"_agent_state", "_data_encryption_key", b"_data_encryption_key", "active", b"active", "active_at_ms", b"active_at_ms", "agent_state", b"agent_state", "agent_state_version", b"agent_state_version", "created_at_ms", b"created_at_ms", "data_encryption_key", b"data_encryption_key", "metadata", b"metadata", "metadata_version", b"metadata_version", "seq", b"seq", "session_id", b"session_id", "updated_at_ms", b"updated_at_ms"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_agent_state", b"_agent_state", "_data_encryption_key", b"_data_encryption_key", "active", b"active", "active_at_ms", b"active_at_ms", "agent_state", b"agent_state", "agent_state_version", b"agent_state_version", "created_at_ms", b"created_at_ms", "data_encryption_key", b"data_encryption_key", "json_extras", b"json_extras", "metadata", b"metadata", "metadata_version", b"metadata_version", "seq", b"seq", "session_id", b"session_id", "updated_at_ms", b"updated_at_ms"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__agent_state: _TypeAlias = _typing.Literal["agent_state"]  # noqa: Y015
     _WhichOneofArgType__agent_state: _TypeAlias = _typing.Literal["_agent_state", b"_agent_state"]  # noqa: Y015
@@ -488,6 +548,7 @@ class UpdateSession(_message.Message):
     SESSION_ID_FIELD_NUMBER: _builtins.int
     METADATA_FIELD_NUMBER: _builtins.int
     AGENT_STATE_FIELD_NUMBER: _builtins.int
+    JSON_EXTRAS_FIELD_NUMBER: _builtins.int
     session_id: _builtins.str
     """The session id (on the wire: `id`)."""
     @_builtins.property
@@ -498,16 +559,21 @@ class UpdateSession(_message.Message):
     def agent_state(self) -> Global___NullableVersionedValue:
         """New agent state: unset = unchanged (absent), set but empty = `null`."""
 
+    @_builtins.property
+    def json_extras(self) -> _happy_json_pb2.JsonExtras:
+        """Keys of its Happy JSON that no field here models (see JsonExtras)."""
+
     def __init__(
         self,
         *,
         session_id: _builtins.str = ...,
         metadata: Global___NullableVersionedValue | None = ...,
         agent_state: Global___NullableVersionedValue | None = ...,
+        json_extras: _happy_json_pb2.JsonExtras | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["agent_state", b"agent_state", "metadata", b"metadata"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["agent_state", b"agent_state", "json_extras", b"json_extras", "metadata", b"metadata"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_state", b"agent_state", "metadata", b"metadata", "session_id", b"session_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_state", b"agent_state", "json_extras", b"json_extras", "metadata", b"metadata", "session_id", b"session_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -520,16 +586,22 @@ class DeleteSession(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     SESSION_ID_FIELD_NUMBER: _builtins.int
+    JSON_EXTRAS_FIELD_NUMBER: _builtins.int
     session_id: _builtins.str
     """The deleted session (on the wire: `sid`)."""
+    @_builtins.property
+    def json_extras(self) -> _happy_json_pb2.JsonExtras:
+        """Keys of its Happy JSON that no field here models (see JsonExtras)."""
+
     def __init__(
         self,
         *,
         session_id: _builtins.str = ...,
+        json_extras: _happy_json_pb2.JsonExtras | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["json_extras", b"json_extras"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["session_id", b"session_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["json_extras", b"json_extras", "session_id", b"session_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -549,6 +621,7 @@ class UpdateAccount(_message.Message):
     SETTINGS_FIELD_NUMBER: _builtins.int
     GITHUB_FIELD_NUMBER: _builtins.int
     CONNECTED_SERVICES_FIELD_NUMBER: _builtins.int
+    JSON_EXTRAS_FIELD_NUMBER: _builtins.int
     user_id: _builtins.str
     """The account's user id (on the wire: `id`)."""
     @_builtins.property
@@ -579,6 +652,10 @@ class UpdateAccount(_message.Message):
     def connected_services(self) -> Global___ConnectedServices:
         """Names of the services the account has connected; unset = absent."""
 
+    @_builtins.property
+    def json_extras(self) -> _happy_json_pb2.JsonExtras:
+        """Keys of its Happy JSON that no field here models (see JsonExtras)."""
+
     def __init__(
         self,
         *,
@@ -590,10 +667,11 @@ class UpdateAccount(_message.Message):
         settings: Global___NullableVersionedValue | None = ...,
         github: Global___NullableGitHubProfile | None = ...,
         connected_services: Global___ConnectedServices | None = ...,
+        json_extras: _happy_json_pb2.JsonExtras | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["avatar", b"avatar", "connected_services", b"connected_services", "first_name", b"first_name", "github", b"github", "last_name", b"last_name", "settings", b"settings", "username", b"username"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["avatar", b"avatar", "connected_services", b"connected_services", "first_name", b"first_name", "github", b"github", "json_extras", b"json_extras", "last_name", b"last_name", "settings", b"settings", "username", b"username"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["avatar", b"avatar", "connected_services", b"connected_services", "first_name", b"first_name", "github", b"github", "last_name", b"last_name", "settings", b"settings", "user_id", b"user_id", "username", b"username"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["avatar", b"avatar", "connected_services", b"connected_services", "first_name", b"first_name", "github", b"github", "json_extras", b"json_extras", "last_name", b"last_name", "settings", b"settings", "user_id", b"user_id", "username", b"username"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -610,6 +688,7 @@ class AvatarImage(_message.Message):
     THUMBHASH_FIELD_NUMBER: _builtins.int
     PATH_FIELD_NUMBER: _builtins.int
     URL_FIELD_NUMBER: _builtins.int
+    JSON_EXTRAS_FIELD_NUMBER: _builtins.int
     width: _builtins.int
     """Width in pixels."""
     height: _builtins.int
@@ -620,6 +699,10 @@ class AvatarImage(_message.Message):
     """Storage path of the image file."""
     url: _builtins.str
     """Public URL of the image, derived from `path` by the server; empty until set."""
+    @_builtins.property
+    def json_extras(self) -> _happy_json_pb2.JsonExtras:
+        """Keys of its Happy JSON that no field here models (see JsonExtras)."""
+
     def __init__(
         self,
         *,
@@ -628,10 +711,11 @@ class AvatarImage(_message.Message):
         thumbhash: _builtins.str = ...,
         path: _builtins.str = ...,
         url: _builtins.str = ...,
+        json_extras: _happy_json_pb2.JsonExtras | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["json_extras", b"json_extras"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["height", b"height", "path", b"path", "thumbhash", b"thumbhash", "url", b"url", "width", b"width"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["height", b"height", "json_extras", b"json_extras", "path", b"path", "thumbhash", b"thumbhash", "url", b"url", "width", b"width"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -718,6 +802,7 @@ class GitHubProfile(_message.Message):
     COLLABORATORS_FIELD_NUMBER: _builtins.int
     TWO_FACTOR_AUTHENTICATION_FIELD_NUMBER: _builtins.int
     PLAN_FIELD_NUMBER: _builtins.int
+    JSON_EXTRAS_FIELD_NUMBER: _builtins.int
     id: _builtins.int
     """GitHub's numeric user id."""
     login: _builtins.str
@@ -774,6 +859,10 @@ class GitHubProfile(_message.Message):
     def plan(self) -> Global___GitHubPlan:
         """The GitHub plan (authenticated only); unset = absent."""
 
+    @_builtins.property
+    def json_extras(self) -> _happy_json_pb2.JsonExtras:
+        """Keys of its Happy JSON that no field here models (see JsonExtras)."""
+
     def __init__(
         self,
         *,
@@ -804,10 +893,11 @@ class GitHubProfile(_message.Message):
         collaborators: _builtins.int | None = ...,
         two_factor_authentication: _builtins.bool | None = ...,
         plan: Global___GitHubPlan | None = ...,
+        json_extras: _happy_json_pb2.JsonExtras | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_bio", b"_bio", "_blog", b"_blog", "_collaborators", b"_collaborators", "_company", b"_company", "_disk_usage", b"_disk_usage", "_email", b"_email", "_gravatar_id", b"_gravatar_id", "_hireable", b"_hireable", "_location", b"_location", "_name", b"_name", "_owned_private_repos", b"_owned_private_repos", "_private_gists", b"_private_gists", "_total_private_repos", b"_total_private_repos", "_twitter_username", b"_twitter_username", "_two_factor_authentication", b"_two_factor_authentication", "bio", b"bio", "blog", b"blog", "collaborators", b"collaborators", "company", b"company", "disk_usage", b"disk_usage", "email", b"email", "gravatar_id", b"gravatar_id", "hireable", b"hireable", "location", b"location", "name", b"name", "owned_private_repos", b"owned_private_repos", "plan", b"plan", "private_gists", b"private_gists", "total_private_repos", b"total_private_repos", "twitter_username", b"twitter_username", "two_factor_authentication", b"two_factor_authentication"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_bio", b"_bio", "_blog", b"_blog", "_collaborators", b"_collaborators", "_company", b"_company", "_disk_usage", b"_disk_usage", "_email", b"_email", "_gravatar_id", b"_gravatar_id", "_hireable", b"_hireable", "_location", b"_location", "_name", b"_name", "_owned_private_repos", b"_owned_private_repos", "_private_gists", b"_private_gists", "_total_private_repos", b"_total_private_repos", "_twitter_username", b"_twitter_username", "_two_factor_authentication", b"_two_factor_authentication", "bio", b"bio", "blog", b"blog", "collaborators", b"collaborators", "company", b"company", "disk_usage", b"disk_usage", "email", b"email", "gravatar_id", b"gravatar_id", "hireable", b"hireable", "json_extras", b"json_extras", "location", b"location", "name", b"name", "owned_private_repos", b"owned_private_repos", "plan", b"plan", "private_gists", b"private_gists", "total_private_repos", b"total_private_repos", "twitter_username", b"twitter_username", "two_factor_authentication", b"two_factor_authentication"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_bio", b"_bio", "_blog", b"_blog", "_collaborators", b"_collaborators", "_company", b"_company", "_disk_usage", b"_disk_usage", "_email", b"_email", "_gravatar_id", b"_gravatar_id", "_hireable", b"_hireable", "_location", b"_location", "_name", b"_name", "_owned_private_repos", b"_owned_private_repos", "_private_gists", b"_private_gists", "_total_private_repos", b"_total_private_repos", "_twitter_username", b"_twitter_username", "_two_factor_authentication", b"_two_factor_authentication", "avatar_url", b"avatar_url", "bio", b"bio", "blog", b"blog", "collaborators", b"collaborators", "company", b"company", "created_at", b"created_at", "disk_usage", b"disk_usage", "email", b"email", "followers", b"followers", "following", b"following", "gravatar_id", b"gravatar_id", "hireable", b"hireable", "id", b"id", "location", b"location", "login", b"login", "name", b"name", "owned_private_repos", b"owned_private_repos", "plan", b"plan", "private_gists", b"private_gists", "public_gists", b"public_gists", "public_repos", b"public_repos", "site_admin", b"site_admin", "total_private_repos", b"total_private_repos", "twitter_username", b"twitter_username", "two_factor_authentication", b"two_factor_authentication", "type", b"type", "updated_at", b"updated_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_bio", b"_bio", "_blog", b"_blog", "_collaborators", b"_collaborators", "_company", b"_company", "_disk_usage", b"_disk_usage", "_email", b"_email", "_gravatar_id", b"_gravatar_id", "_hireable", b"_hireable", "_location", b"_location", "_name", b"_name", "_owned_private_repos", b"_owned_private_repos", "_private_gists", b"_private_gists", "_total_private_repos", b"_total_private_repos", "_twitter_username", b"_twitter_username", "_two_factor_authentication", b"_two_factor_authentication", "avatar_url", b"avatar_url", "bio", b"bio", "blog", b"blog", "collaborators", b"collaborators", "company", b"company", "created_at", b"created_at", "disk_usage", b"disk_usage", "email", b"email", "followers", b"followers", "following", b"following", "gravatar_id", b"gravatar_id", "hireable", b"hireable", "id", b"id", "json_extras", b"json_extras", "location", b"location", "login", b"login", "name", b"name", "owned_private_repos", b"owned_private_repos", "plan", b"plan", "private_gists", b"private_gists", "public_gists", b"public_gists", "public_repos", b"public_repos", "site_admin", b"site_admin", "total_private_repos", b"total_private_repos", "twitter_username", b"twitter_username", "two_factor_authentication", b"two_factor_authentication", "type", b"type", "updated_at", b"updated_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__bio: _TypeAlias = _typing.Literal["bio"]  # noqa: Y015
     _WhichOneofArgType__bio: _TypeAlias = _typing.Literal["_bio", b"_bio"]  # noqa: Y015
@@ -882,6 +972,7 @@ class GitHubPlan(_message.Message):
     NAME_FIELD_NUMBER: _builtins.int
     SPACE_FIELD_NUMBER: _builtins.int
     PRIVATE_REPOS_FIELD_NUMBER: _builtins.int
+    JSON_EXTRAS_FIELD_NUMBER: _builtins.int
     collaborators: _builtins.int
     """Number of collaborators the plan allows."""
     name: _builtins.str
@@ -890,6 +981,10 @@ class GitHubPlan(_message.Message):
     """Storage space of the plan."""
     private_repos: _builtins.int
     """Number of private repositories the plan allows."""
+    @_builtins.property
+    def json_extras(self) -> _happy_json_pb2.JsonExtras:
+        """Keys of its Happy JSON that no field here models (see JsonExtras)."""
+
     def __init__(
         self,
         *,
@@ -897,10 +992,11 @@ class GitHubPlan(_message.Message):
         name: _builtins.str = ...,
         space: _builtins.int = ...,
         private_repos: _builtins.int = ...,
+        json_extras: _happy_json_pb2.JsonExtras | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["json_extras", b"json_extras"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["collaborators", b"collaborators", "name", b"name", "private_repos", b"private_repos", "space", b"space"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["collaborators", b"collaborators", "json_extras", b"json_extras", "name", b"name", "private_repos", b"private_repos", "space", b"space"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -923,6 +1019,7 @@ class NewMachine(_message.Message):
     ACTIVE_AT_MS_FIELD_NUMBER: _builtins.int
     CREATED_AT_MS_FIELD_NUMBER: _builtins.int
     UPDATED_AT_MS_FIELD_NUMBER: _builtins.int
+    JSON_EXTRAS_FIELD_NUMBER: _builtins.int
     machine_id: _builtins.str
     """The machine id (on the wire: `machineId`)."""
     seq: _builtins.int
@@ -945,6 +1042,10 @@ class NewMachine(_message.Message):
     """When the machine was registered, in ms."""
     updated_at_ms: _builtins.int
     """When the machine was last updated, in ms."""
+    @_builtins.property
+    def json_extras(self) -> _happy_json_pb2.JsonExtras:
+        """Keys of its Happy JSON that no field here models (see JsonExtras)."""
+
     def __init__(
         self,
         *,
@@ -959,10 +1060,11 @@ class NewMachine(_message.Message):
         active_at_ms: _builtins.int = ...,
         created_at_ms: _builtins.int = ...,
         updated_at_ms: _builtins.int = ...,
+        json_extras: _happy_json_pb2.JsonExtras | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_daemon_state", b"_daemon_state", "_data_encryption_key", b"_data_encryption_key", "daemon_state", b"daemon_state", "data_encryption_key", b"data_encryption_key"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_daemon_state", b"_daemon_state", "_data_encryption_key", b"_data_encryption_key", "daemon_state", b"daemon_state", "data_encryption_key", b"data_encryption_key", "json_extras", b"json_extras"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_daemon_state", b"_daemon_state", "_data_encryption_key", b"_data_encryption_key", "active", b"active", "active_at_ms", b"active_at_ms", "created_at_ms", b"created_at_ms", "daemon_state", b"daemon_state", "daemon_state_version", b"daemon_state_version", "data_encryption_key", b"data_encryption_key", "machine_id", b"machine_id", "metadata", b"metadata", "metadata_version", b"metadata_version", "seq", b"seq", "updated_at_ms", b"updated_at_ms"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_daemon_state", b"_daemon_state", "_data_encryption_key", b"_data_encryption_key", "active", b"active", "active_at_ms", b"active_at_ms", "created_at_ms", b"created_at_ms", "daemon_state", b"daemon_state", "daemon_state_version", b"daemon_state_version", "data_encryption_key", b"data_encryption_key", "json_extras", b"json_extras", "machine_id", b"machine_id", "metadata", b"metadata", "metadata_version", b"metadata_version", "seq", b"seq", "updated_at_ms", b"updated_at_ms"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__daemon_state: _TypeAlias = _typing.Literal["daemon_state"]  # noqa: Y015
     _WhichOneofArgType__daemon_state: _TypeAlias = _typing.Literal["_daemon_state", b"_daemon_state"]  # noqa: Y015
@@ -976,6 +1078,34 @@ class NewMachine(_message.Message):
 Global___NewMachine: _TypeAlias = NewMachine  # noqa: Y015
 
 @_typing.final
+class DeleteMachine(_message.Message):
+    """A machine was deleted (`DELETE /v1/machines/:id`); apps drop it and forget its encryption key."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MACHINE_ID_FIELD_NUMBER: _builtins.int
+    JSON_EXTRAS_FIELD_NUMBER: _builtins.int
+    machine_id: _builtins.str
+    """The deleted machine (on the wire: `machineId`)."""
+    @_builtins.property
+    def json_extras(self) -> _happy_json_pb2.JsonExtras:
+        """Keys of its Happy JSON that no field here models (see JsonExtras)."""
+
+    def __init__(
+        self,
+        *,
+        machine_id: _builtins.str = ...,
+        json_extras: _happy_json_pb2.JsonExtras | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["json_extras", b"json_extras"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["json_extras", b"json_extras", "machine_id", b"machine_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteMachine: _TypeAlias = DeleteMachine  # noqa: Y015
+
+@_typing.final
 class UpdateMachine(_message.Message):
     """A machine's metadata, daemon state or activity time changed; unset fields did not change."""
 
@@ -985,6 +1115,7 @@ class UpdateMachine(_message.Message):
     METADATA_FIELD_NUMBER: _builtins.int
     DAEMON_STATE_FIELD_NUMBER: _builtins.int
     ACTIVE_AT_MS_FIELD_NUMBER: _builtins.int
+    JSON_EXTRAS_FIELD_NUMBER: _builtins.int
     machine_id: _builtins.str
     """The machine id (on the wire: `machineId`)."""
     active_at_ms: _builtins.int
@@ -997,6 +1128,10 @@ class UpdateMachine(_message.Message):
     def daemon_state(self) -> Global___VersionedString:
         """New daemon state; unset = unchanged (absent)."""
 
+    @_builtins.property
+    def json_extras(self) -> _happy_json_pb2.JsonExtras:
+        """Keys of its Happy JSON that no field here models (see JsonExtras)."""
+
     def __init__(
         self,
         *,
@@ -1004,10 +1139,11 @@ class UpdateMachine(_message.Message):
         metadata: Global___VersionedString | None = ...,
         daemon_state: Global___VersionedString | None = ...,
         active_at_ms: _builtins.int | None = ...,
+        json_extras: _happy_json_pb2.JsonExtras | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_active_at_ms", b"_active_at_ms", "active_at_ms", b"active_at_ms", "daemon_state", b"daemon_state", "metadata", b"metadata"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_active_at_ms", b"_active_at_ms", "active_at_ms", b"active_at_ms", "daemon_state", b"daemon_state", "json_extras", b"json_extras", "metadata", b"metadata"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_active_at_ms", b"_active_at_ms", "active_at_ms", b"active_at_ms", "daemon_state", b"daemon_state", "machine_id", b"machine_id", "metadata", b"metadata"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_active_at_ms", b"_active_at_ms", "active_at_ms", b"active_at_ms", "daemon_state", b"daemon_state", "json_extras", b"json_extras", "machine_id", b"machine_id", "metadata", b"metadata"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__active_at_ms: _TypeAlias = _typing.Literal["active_at_ms"]  # noqa: Y015
     _WhichOneofArgType__active_at_ms: _TypeAlias = _typing.Literal["_active_at_ms", b"_active_at_ms"]  # noqa: Y015
@@ -1023,19 +1159,25 @@ class VersionedString(_message.Message):
 
     VALUE_FIELD_NUMBER: _builtins.int
     VERSION_FIELD_NUMBER: _builtins.int
+    JSON_EXTRAS_FIELD_NUMBER: _builtins.int
     value: _builtins.str
     """The value (usually base64 of encrypted data)."""
     version: _builtins.int
     """The version this value has."""
+    @_builtins.property
+    def json_extras(self) -> _happy_json_pb2.JsonExtras:
+        """Keys of its Happy JSON that no field here models (see JsonExtras)."""
+
     def __init__(
         self,
         *,
         value: _builtins.str = ...,
         version: _builtins.int = ...,
+        json_extras: _happy_json_pb2.JsonExtras | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["json_extras", b"json_extras"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["value", b"value", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["json_extras", b"json_extras", "value", b"value", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1056,6 +1198,7 @@ class NewArtifact(_message.Message):
     DATA_ENCRYPTION_KEY_FIELD_NUMBER: _builtins.int
     CREATED_AT_MS_FIELD_NUMBER: _builtins.int
     UPDATED_AT_MS_FIELD_NUMBER: _builtins.int
+    JSON_EXTRAS_FIELD_NUMBER: _builtins.int
     artifact_id: _builtins.str
     """The artifact id (on the wire: `artifactId`)."""
     seq: _builtins.int
@@ -1074,6 +1217,10 @@ class NewArtifact(_message.Message):
     """When the artifact was created, in ms."""
     updated_at_ms: _builtins.int
     """When the artifact was last updated, in ms."""
+    @_builtins.property
+    def json_extras(self) -> _happy_json_pb2.JsonExtras:
+        """Keys of its Happy JSON that no field here models (see JsonExtras)."""
+
     def __init__(
         self,
         *,
@@ -1086,10 +1233,11 @@ class NewArtifact(_message.Message):
         data_encryption_key: _builtins.bytes = ...,
         created_at_ms: _builtins.int = ...,
         updated_at_ms: _builtins.int = ...,
+        json_extras: _happy_json_pb2.JsonExtras | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["json_extras", b"json_extras"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["artifact_id", b"artifact_id", "body", b"body", "body_version", b"body_version", "created_at_ms", b"created_at_ms", "data_encryption_key", b"data_encryption_key", "header", b"header", "header_version", b"header_version", "seq", b"seq", "updated_at_ms", b"updated_at_ms"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["artifact_id", b"artifact_id", "body", b"body", "body_version", b"body_version", "created_at_ms", b"created_at_ms", "data_encryption_key", b"data_encryption_key", "header", b"header", "header_version", b"header_version", "json_extras", b"json_extras", "seq", b"seq", "updated_at_ms", b"updated_at_ms"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1104,6 +1252,7 @@ class UpdateArtifact(_message.Message):
     ARTIFACT_ID_FIELD_NUMBER: _builtins.int
     HEADER_FIELD_NUMBER: _builtins.int
     BODY_FIELD_NUMBER: _builtins.int
+    JSON_EXTRAS_FIELD_NUMBER: _builtins.int
     artifact_id: _builtins.str
     """The artifact id (on the wire: `artifactId`)."""
     @_builtins.property
@@ -1114,16 +1263,21 @@ class UpdateArtifact(_message.Message):
     def body(self) -> Global___VersionedString:
         """New body (base64 string); unset = unchanged (absent)."""
 
+    @_builtins.property
+    def json_extras(self) -> _happy_json_pb2.JsonExtras:
+        """Keys of its Happy JSON that no field here models (see JsonExtras)."""
+
     def __init__(
         self,
         *,
         artifact_id: _builtins.str = ...,
         header: Global___VersionedString | None = ...,
         body: Global___VersionedString | None = ...,
+        json_extras: _happy_json_pb2.JsonExtras | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "header", b"header"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "header", b"header", "json_extras", b"json_extras"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["artifact_id", b"artifact_id", "body", b"body", "header", b"header"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["artifact_id", b"artifact_id", "body", b"body", "header", b"header", "json_extras", b"json_extras"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1136,16 +1290,22 @@ class DeleteArtifact(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     ARTIFACT_ID_FIELD_NUMBER: _builtins.int
+    JSON_EXTRAS_FIELD_NUMBER: _builtins.int
     artifact_id: _builtins.str
     """The deleted artifact (on the wire: `artifactId`)."""
+    @_builtins.property
+    def json_extras(self) -> _happy_json_pb2.JsonExtras:
+        """Keys of its Happy JSON that no field here models (see JsonExtras)."""
+
     def __init__(
         self,
         *,
         artifact_id: _builtins.str = ...,
+        json_extras: _happy_json_pb2.JsonExtras | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["json_extras", b"json_extras"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["artifact_id", b"artifact_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["artifact_id", b"artifact_id", "json_extras", b"json_extras"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1160,22 +1320,28 @@ class RelationshipUpdated(_message.Message):
     UID_FIELD_NUMBER: _builtins.int
     STATUS_FIELD_NUMBER: _builtins.int
     TIMESTAMP_MS_FIELD_NUMBER: _builtins.int
+    JSON_EXTRAS_FIELD_NUMBER: _builtins.int
     uid: _builtins.str
     """The other user's id (wire: `uid`)."""
     status: Global___RelationshipStatus.ValueType
     """The new status; RELATIONSHIP_STATUS_UNSPECIFIED is rejected."""
     timestamp_ms: _builtins.int
     """When it changed, in ms."""
+    @_builtins.property
+    def json_extras(self) -> _happy_json_pb2.JsonExtras:
+        """Keys of its Happy JSON that no field here models (see JsonExtras)."""
+
     def __init__(
         self,
         *,
         uid: _builtins.str = ...,
         status: Global___RelationshipStatus.ValueType = ...,
         timestamp_ms: _builtins.int = ...,
+        json_extras: _happy_json_pb2.JsonExtras | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["json_extras", b"json_extras"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["status", b"status", "timestamp_ms", b"timestamp_ms", "uid", b"uid"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["json_extras", b"json_extras", "status", b"status", "timestamp_ms", b"timestamp_ms", "uid", b"uid"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1191,6 +1357,7 @@ class NewFeedPost(_message.Message):
     BODY_FIELD_NUMBER: _builtins.int
     CURSOR_FIELD_NUMBER: _builtins.int
     CREATED_AT_MS_FIELD_NUMBER: _builtins.int
+    JSON_EXTRAS_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """The feed item id."""
     cursor: _builtins.str
@@ -1201,6 +1368,10 @@ class NewFeedPost(_message.Message):
     def body(self) -> _struct_pb2.Value:
         """The post body: arbitrary JSON."""
 
+    @_builtins.property
+    def json_extras(self) -> _happy_json_pb2.JsonExtras:
+        """Keys of its Happy JSON that no field here models (see JsonExtras)."""
+
     def __init__(
         self,
         *,
@@ -1208,10 +1379,11 @@ class NewFeedPost(_message.Message):
         body: _struct_pb2.Value | None = ...,
         cursor: _builtins.str = ...,
         created_at_ms: _builtins.int = ...,
+        json_extras: _happy_json_pb2.JsonExtras | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["body", b"body"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "json_extras", b"json_extras"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "created_at_ms", b"created_at_ms", "cursor", b"cursor", "id", b"id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "created_at_ms", b"created_at_ms", "cursor", b"cursor", "id", b"id", "json_extras", b"json_extras"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1224,18 +1396,24 @@ class KvBatchUpdate(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     CHANGES_FIELD_NUMBER: _builtins.int
+    JSON_EXTRAS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def changes(self) -> _containers.RepeatedCompositeFieldContainer[Global___KvChange]:
         """The changes, in order; may be empty."""
+
+    @_builtins.property
+    def json_extras(self) -> _happy_json_pb2.JsonExtras:
+        """Keys of its Happy JSON that no field here models (see JsonExtras)."""
 
     def __init__(
         self,
         *,
         changes: _abc.Iterable[Global___KvChange] | None = ...,
+        json_extras: _happy_json_pb2.JsonExtras | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["json_extras", b"json_extras"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["changes", b"changes"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["changes", b"changes", "json_extras", b"json_extras"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1250,22 +1428,28 @@ class KvChange(_message.Message):
     KEY_FIELD_NUMBER: _builtins.int
     VALUE_FIELD_NUMBER: _builtins.int
     VERSION_FIELD_NUMBER: _builtins.int
+    JSON_EXTRAS_FIELD_NUMBER: _builtins.int
     key: _builtins.str
     """The key."""
     value: _builtins.str
     """The new value (base64); unset means `null`: the key was deleted."""
     version: _builtins.int
     """The key's new version; -1 for a deleted key."""
+    @_builtins.property
+    def json_extras(self) -> _happy_json_pb2.JsonExtras:
+        """Keys of its Happy JSON that no field here models (see JsonExtras)."""
+
     def __init__(
         self,
         *,
         key: _builtins.str = ...,
         value: _builtins.str | None = ...,
         version: _builtins.int = ...,
+        json_extras: _happy_json_pb2.JsonExtras | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_value", b"_value", "value", b"value"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_value", b"_value", "json_extras", b"json_extras", "value", b"value"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_value", b"_value", "key", b"key", "value", b"value", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_value", b"_value", "json_extras", b"json_extras", "key", b"key", "value", b"value", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__value: _TypeAlias = _typing.Literal["value"]  # noqa: Y015
     _WhichOneofArgType__value: _TypeAlias = _typing.Literal["_value", b"_value"]  # noqa: Y015
@@ -1288,6 +1472,7 @@ class SessionActivity(_message.Message):
     ACTIVE_FIELD_NUMBER: _builtins.int
     ACTIVE_AT_MS_FIELD_NUMBER: _builtins.int
     THINKING_FIELD_NUMBER: _builtins.int
+    JSON_EXTRAS_FIELD_NUMBER: _builtins.int
     session_id: _builtins.str
     """The session id (wire: `id`)."""
     active: _builtins.bool
@@ -1296,6 +1481,10 @@ class SessionActivity(_message.Message):
     """When the session was last active, in ms (wire: `activeAt`)."""
     thinking: _builtins.bool
     """Whether the agent is thinking; unset = absent on the wire (Happy's builder always sets it)."""
+    @_builtins.property
+    def json_extras(self) -> _happy_json_pb2.JsonExtras:
+        """Keys of its Happy JSON that no field here models (see JsonExtras)."""
+
     def __init__(
         self,
         *,
@@ -1303,10 +1492,11 @@ class SessionActivity(_message.Message):
         active: _builtins.bool = ...,
         active_at_ms: _builtins.int = ...,
         thinking: _builtins.bool | None = ...,
+        json_extras: _happy_json_pb2.JsonExtras | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_thinking", b"_thinking", "thinking", b"thinking"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_thinking", b"_thinking", "json_extras", b"json_extras", "thinking", b"thinking"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_thinking", b"_thinking", "active", b"active", "active_at_ms", b"active_at_ms", "session_id", b"session_id", "thinking", b"thinking"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_thinking", b"_thinking", "active", b"active", "active_at_ms", b"active_at_ms", "json_extras", b"json_extras", "session_id", b"session_id", "thinking", b"thinking"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__thinking: _TypeAlias = _typing.Literal["thinking"]  # noqa: Y015
     _WhichOneofArgType__thinking: _TypeAlias = _typing.Literal["_thinking", b"_thinking"]  # noqa: Y015
@@ -1323,22 +1513,28 @@ class MachineActivity(_message.Message):
     MACHINE_ID_FIELD_NUMBER: _builtins.int
     ACTIVE_FIELD_NUMBER: _builtins.int
     ACTIVE_AT_MS_FIELD_NUMBER: _builtins.int
+    JSON_EXTRAS_FIELD_NUMBER: _builtins.int
     machine_id: _builtins.str
     """The machine id (wire: `id`)."""
     active: _builtins.bool
     """Whether the machine is active."""
     active_at_ms: _builtins.int
     """When the machine was last active, in ms (wire: `activeAt`)."""
+    @_builtins.property
+    def json_extras(self) -> _happy_json_pb2.JsonExtras:
+        """Keys of its Happy JSON that no field here models (see JsonExtras)."""
+
     def __init__(
         self,
         *,
         machine_id: _builtins.str = ...,
         active: _builtins.bool = ...,
         active_at_ms: _builtins.int = ...,
+        json_extras: _happy_json_pb2.JsonExtras | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["json_extras", b"json_extras"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["active", b"active", "active_at_ms", b"active_at_ms", "machine_id", b"machine_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active", b"active", "active_at_ms", b"active_at_ms", "json_extras", b"json_extras", "machine_id", b"machine_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1355,6 +1551,7 @@ class Usage(_message.Message):
     TOKENS_FIELD_NUMBER: _builtins.int
     COST_FIELD_NUMBER: _builtins.int
     TIMESTAMP_MS_FIELD_NUMBER: _builtins.int
+    JSON_EXTRAS_FIELD_NUMBER: _builtins.int
     session_id: _builtins.str
     """The session id (wire: `id`)."""
     key: _builtins.str
@@ -1369,6 +1566,10 @@ class Usage(_message.Message):
     def cost(self) -> _containers.RepeatedCompositeFieldContainer[Global___UsageEntry]:
         """Cost by kind, in the order reported (wire: an object `cost`); keys are unique."""
 
+    @_builtins.property
+    def json_extras(self) -> _happy_json_pb2.JsonExtras:
+        """Keys of its Happy JSON that no field here models (see JsonExtras)."""
+
     def __init__(
         self,
         *,
@@ -1377,10 +1578,11 @@ class Usage(_message.Message):
         tokens: _abc.Iterable[Global___UsageEntry] | None = ...,
         cost: _abc.Iterable[Global___UsageEntry] | None = ...,
         timestamp_ms: _builtins.int = ...,
+        json_extras: _happy_json_pb2.JsonExtras | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["json_extras", b"json_extras"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cost", b"cost", "key", b"key", "session_id", b"session_id", "timestamp_ms", b"timestamp_ms", "tokens", b"tokens"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cost", b"cost", "json_extras", b"json_extras", "key", b"key", "session_id", b"session_id", "timestamp_ms", b"timestamp_ms", "tokens", b"tokens"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1421,23 +1623,77 @@ class MachineStatus(_message.Message):
     MACHINE_ID_FIELD_NUMBER: _builtins.int
     ONLINE_FIELD_NUMBER: _builtins.int
     TIMESTAMP_MS_FIELD_NUMBER: _builtins.int
+    JSON_EXTRAS_FIELD_NUMBER: _builtins.int
     machine_id: _builtins.str
     """The machine id (wire: `machineId`)."""
     online: _builtins.bool
     """Whether the daemon is online."""
     timestamp_ms: _builtins.int
     """When the status was observed, in ms."""
+    @_builtins.property
+    def json_extras(self) -> _happy_json_pb2.JsonExtras:
+        """Keys of its Happy JSON that no field here models (see JsonExtras)."""
+
     def __init__(
         self,
         *,
         machine_id: _builtins.str = ...,
         online: _builtins.bool = ...,
         timestamp_ms: _builtins.int = ...,
+        json_extras: _happy_json_pb2.JsonExtras | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["json_extras", b"json_extras"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["machine_id", b"machine_id", "online", b"online", "timestamp_ms", b"timestamp_ms"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["json_extras", b"json_extras", "machine_id", b"machine_id", "online", b"online", "timestamp_ms", b"timestamp_ms"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___MachineStatus: _TypeAlias = MachineStatus  # noqa: Y015
+
+@_typing.final
+class SessionEvent(_message.Message):
+    """A moment in a session that needs the user: the agent is done, or asks for a permission or
+    an answer. The text is plain (not encrypted): it is what the push notification shows.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SESSION_ID_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    TITLE_FIELD_NUMBER: _builtins.int
+    BODY_FIELD_NUMBER: _builtins.int
+    TIMESTAMP_MS_FIELD_NUMBER: _builtins.int
+    JSON_EXTRAS_FIELD_NUMBER: _builtins.int
+    session_id: _builtins.str
+    """The session (on the wire: `sessionId`, not `id` or `sid` as in other session kinds)."""
+    kind: _builtins.str
+    """What happened: "done", "permission" or "question" today. A string rather than an enum,
+    so that a kind Happy adds later is carried as it is.
+    """
+    title: _builtins.str
+    """The notification title, e.g. "It's ready!" (Happy's route accepts 1 to 200 UTF-16 units)."""
+    body: _builtins.str
+    """The notification body: the session's summary or folder name (Happy: 1 to 500 UTF-16 units)."""
+    timestamp_ms: _builtins.int
+    """When the event was built, in ms (wire: `timestamp`)."""
+    @_builtins.property
+    def json_extras(self) -> _happy_json_pb2.JsonExtras:
+        """Keys of its Happy JSON that no field here models (see JsonExtras)."""
+
+    def __init__(
+        self,
+        *,
+        session_id: _builtins.str = ...,
+        kind: _builtins.str = ...,
+        title: _builtins.str = ...,
+        body: _builtins.str = ...,
+        timestamp_ms: _builtins.int = ...,
+        json_extras: _happy_json_pb2.JsonExtras | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["json_extras", b"json_extras"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "json_extras", b"json_extras", "kind", b"kind", "session_id", b"session_id", "timestamp_ms", b"timestamp_ms", "title", b"title"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SessionEvent: _TypeAlias = SessionEvent  # noqa: Y015

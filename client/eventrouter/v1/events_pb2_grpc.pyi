@@ -12,6 +12,9 @@ Conventions for consumers in any language:
   the wrapper unset = the key is absent; the wrapper set but empty = `null`;
   the wrapper set with its value = the value.
 - Byte fields carry raw bytes; Happy's JSON wire shows them as base64.
+- What Happy sends beyond this model is kept, not refused (happy_json.proto):
+  a kind the contract does not know travels as `raw`, keys it does not know
+  as `json_extras`.
 """
 
 from collections import abc as _abc

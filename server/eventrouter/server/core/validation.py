@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from eventrouter.jsontext import JsonTextError
+from eventrouter.server.core import happy_json
 from eventrouter.server.core.connections import (
     ClientConnection,
     MachineScopedConnection,
@@ -100,6 +102,7 @@ def validate_update(payload: events_pb2.UpdatePayload, field: str) -> None:
     kind = payload.body.WhichOneof("event")
     if kind is None:
         raise InvalidArgument(f"{field}.body.event", "no update event is set")
+    _check_happy_json(payload, kind, field)
     if kind == "relationship_updated":
         status = payload.body.relationship_updated.status
         if status not in _RELATIONSHIP_VALUES:
@@ -113,6 +116,7 @@ def validate_ephemeral(payload: events_pb2.EphemeralPayload, field: str) -> None
     kind = payload.WhichOneof("event")
     if kind is None:
         raise InvalidArgument(f"{field}.event", "no ephemeral event is set")
+    _check_happy_json(payload, kind, field)
     if kind == "usage":
         for name in ("tokens", "cost"):
             seen: set[str] = set()
@@ -120,6 +124,25 @@ def validate_ephemeral(payload: events_pb2.EphemeralPayload, field: str) -> None
                 if entry.key in seen:
                     raise InvalidArgument(f"{field}.usage.{name}[{i}].key", "duplicate key")
                 seen.add(entry.key)
+
+
+# -- Happy JSON carried as text (RawHappyEvent, JsonExtras): rules in core/happy_json.py --
+
+
+def _check_happy_json(
+    payload: events_pb2.UpdatePayload | events_pb2.EphemeralPayload, kind: str, field: str
+) -> None:
+    try:
+        if isinstance(payload, events_pb2.UpdatePayload):
+            if kind == "raw":
+                happy_json.check_raw(payload.body.raw, "t", f"{field}.body.raw")
+            happy_json.check_update(payload, kind, field)
+        else:
+            if kind == "raw":
+                happy_json.check_raw(payload.raw, "type", f"{field}.raw")
+            happy_json.check_ephemeral(payload, kind, field)
+    except JsonTextError as e:
+        raise InvalidArgument(e.field, e.reason) from None
 
 
 def check_size(size: int, limit: int, field: str) -> None:
