@@ -46,6 +46,7 @@ from eventrouter.server.broker.redis_scripts import (
     OPEN,
     READ,
     LiveEphemeral,
+    LiveOpen,
     LiveUpdate,
     StreamKeys,
     decode_route,
@@ -287,6 +288,9 @@ class RedisBroker(WatchDelivery, Broker):
             # Hence the head read *after* registration is a position without a
             # gap, and live copies of updates up to it (they may arrive while
             # we await) are dropped by push_replay(through_offset=head).
+            # Ephemerals wait for the script's open mark (on_message): those
+            # arriving before it were emitted before the connection opened.
+            connection.opening = True
             self.router.register(connection)
             registered = True
             seen = watch.delivered
@@ -333,7 +337,7 @@ class RedisBroker(WatchDelivery, Broker):
     ) -> tuple[str, int, int, list[Any]]:
         reply = await self.redis.eval(
             OPEN,
-            [keys.epoch, keys.head, keys.log, keys.conns],
+            [keys.epoch, keys.head, keys.log, keys.conns, keys.channel.decode()],
             [
                 new_epoch(),
                 ttl_ms,
@@ -443,6 +447,11 @@ class RedisBroker(WatchDelivery, Broker):
                 target, skip = decode_route(message.route)
                 frame = wire.ephemeral_frame(message.payload)
                 self.router.deliver_ephemeral(watch.user, frame, target, skip)
+            return None
+        if isinstance(message, LiveOpen):
+            opened = self.router.registry.get(message.connection_id)
+            if opened is not None:
+                opened.opening = False
             return None
         assert isinstance(message, LiveUpdate)
         pending = self.on_update(watch, message)

@@ -122,8 +122,18 @@ class LiveEphemeral:
         self.payload = payload
 
 
-def parse_message(data: bytes) -> LiveUpdate | LiveEphemeral:
-    """``u<offset>:<epoch>:<route len>:<route><payload>`` or ``e<route len>:<route><payload>``."""
+class LiveOpen:
+    """A connection of the user opened here, in the user's message order."""
+
+    __slots__ = ("connection_id",)
+
+    def __init__(self, connection_id: str) -> None:
+        self.connection_id = connection_id
+
+
+def parse_message(data: bytes) -> LiveUpdate | LiveEphemeral | LiveOpen:
+    """``u<offset>:<epoch>:<route len>:<route><payload>``, ``e<route len>:<route><payload>``
+    or ``o<connection id>``."""
     if data[:1] == b"u":
         a = data.index(b":", 1)
         b = data.index(b":", a + 1)
@@ -134,6 +144,8 @@ def parse_message(data: bytes) -> LiveUpdate | LiveEphemeral:
         a = data.index(b":", 1)
         end = a + 1 + int(data[1:a])
         return LiveEphemeral(data[a + 1 : end], data[end:])
+    if data[:1] == b"o":
+        return LiveOpen(data[1:].decode())
     raise ValueError(f"unknown message kind {data[:1]!r}")
 
 
@@ -256,8 +268,10 @@ return results
 )
 
 # Opening a connection: ensure the epoch, record presence, read the position
-# and (resuming) the log after it, all at one instant.
-# KEYS: epoch, head, log, conns
+# and (resuming) the log after it, all at one instant, and mark that instant
+# in the user's message order ("o<connection>" on the channel): an ephemeral
+# published before the mark was emitted before the connection opened.
+# KEYS: epoch, head, log, conns, channel
 # ARGV: candidate epoch, history ttl ms (0 = none), connection field ("" = no presence),
 #       connection value, node field, presence ttl ms, resume offset (-1 = none)
 # Returns {epoch, head, now ms, entries}.
@@ -275,6 +289,7 @@ end
 if ARGV[3] ~= '' then
   redis.call('HSET', KEYS[4], ARGV[3], ARGV[4], ARGV[5], now + presence_ttl)
   redis.call('PEXPIRE', KEYS[4], presence_ttl)
+  redis.call('SPUBLISH', KEYS[5], 'o' .. string.sub(ARGV[3], 3))
 end
 local after = tonumber(ARGV[7])
 local entries = {}
