@@ -42,6 +42,7 @@ UNDECODABLE = b"\x0a\x7f\x12\x03abc"
 @contextlib.asynccontextmanager
 async def raw_router(messages: list[bytes]) -> AsyncIterator[str]:
     """A real gRPC server whose Subscribe writes ``messages`` (raw bytes) and then waits."""
+
     async def subscribe(request: Any, context: Any) -> None:
         for message in messages:
             await context.write(message)
@@ -68,15 +69,17 @@ async def raw_router(messages: list[bytes]) -> AsyncIterator[str]:
 
 
 async def test_the_async_client_raises_a_typed_error() -> None:
-    async with raw_router([OPENED, UNDECODABLE]) as address:
-        async with EventRouterClient(address) as client:
-            subscription = client.subscribe(user_scope(), user_id="alice")
-            with pytest.raises(UndecodableMessageError) as raised:
-                async for _ in subscription:
-                    pass
-            assert raised.value.code == grpc.StatusCode.INTERNAL
-            assert "could not be decoded" in raised.value.details
-            assert subscription.closed, "no reconnect into the same message"
+    async with (
+        raw_router([OPENED, UNDECODABLE]) as address,
+        EventRouterClient(address) as client,
+    ):
+        subscription = client.subscribe(user_scope(), user_id="alice")
+        with pytest.raises(UndecodableMessageError) as raised:
+            async for _ in subscription:
+                pass
+        assert raised.value.code == grpc.StatusCode.INTERNAL
+        assert "could not be decoded" in raised.value.details
+        assert subscription.closed, "no reconnect into the same message"
 
 
 async def test_the_blocking_client_raises_a_typed_error() -> None:

@@ -15,7 +15,7 @@ README = Path(__file__).resolve().parents[2] / "README.md"
 _BLOCK = re.compile(r"<!-- readme-(example|output): (\S+) -->\n```(\w*)\n(.*?)```", re.DOTALL)
 
 # Where each example runs: unit (no server) or against a real server.
-OFFLINE = frozenset({"codec"})
+OFFLINE = frozenset({"codec", "forward-compat"})
 SERVED = frozenset({"clients", "node"})
 
 
