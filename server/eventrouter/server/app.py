@@ -22,9 +22,10 @@ from eventrouter.server.broker.redis_config import broker_factory
 from eventrouter.server.config import ServerConfig
 from eventrouter.server.core.queue import CloseReason
 from eventrouter.server.core.router import EventRouter
+from eventrouter.server.handlers import Handlers
 from eventrouter.server.ops.runtime import Operability
 from eventrouter.server.security.tokens import KeySet, ensure_keys_file
-from eventrouter.server.service import EventRouterService
+from eventrouter.server.transports.grpc_aio import GrpcAdapter
 
 log = logging.getLogger("eventrouter.server")
 
@@ -44,7 +45,7 @@ class RouterServer:
         self.router = EventRouter(self.config.router_limits(), self.config.node_id or None)
         # memory:// (default) or Redis, as --broker says, unless a factory is given.
         self.broker = (broker or broker_factory(self.config.broker))(self.router)
-        self.service = EventRouterService(
+        self.service = Handlers(
             self.broker,
             authenticator or build_authenticator(self.config),
             limits=self.config.security_limits(),
@@ -73,7 +74,7 @@ class RouterServer:
         port and never started keeps it until it is garbage-collected.
         """
         server = grpc.aio.server(options=self.config.grpc_options())
-        server.add_generic_rpc_handlers((self.service.generic_handler(),))
+        server.add_generic_rpc_handlers((GrpcAdapter(self.service).generic_handler(),))
         self.ops.add_services(server)
         await self.ops.listen()
         try:

@@ -28,12 +28,12 @@ from grpc_reflection.v1alpha import reflection  # type: ignore[import-untyped]
 from prometheus_client.exposition import choose_encoder
 
 from eventrouter.server.binding import listen_error
+from eventrouter.server.handlers import SERVICE_NAME
 from eventrouter.server.ops.http import HttpServer, Request, Response, split_host_port
 from eventrouter.server.ops.logs import UserIdHasher
 from eventrouter.server.ops.metrics import build_registry
 from eventrouter.server.ops.status import StatusTracker
 from eventrouter.server.ops.status_page import CONTENT_SECURITY_POLICY, PAGE
-from eventrouter.server.service import SERVICE_NAME
 
 if TYPE_CHECKING:
     import grpc
