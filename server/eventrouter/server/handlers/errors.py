@@ -23,6 +23,7 @@ class Code(enum.Enum):
     PERMISSION_DENIED = "permission_denied"
     RESOURCE_EXHAUSTED = "resource_exhausted"
     UNAVAILABLE = "unavailable"
+    UNIMPLEMENTED = "unimplemented"
     INTERNAL = "internal"
 
 

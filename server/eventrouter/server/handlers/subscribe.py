@@ -2,10 +2,11 @@
 
 ``Subscriptions.open`` checks everything and registers the connection (or
 raises ``Refused`` and leaves nothing behind).  The returned
-``SubscribeStream`` yields the stream's messages as bytes: first the
+``SubscribeStream`` yields the stream's messages, each a list of frames
+(``SubscribeResponse.events`` elements, encoded once per event and shared
+by every recipient; joined, they are the message): first the
 ``ConnectionOpened`` event, then everything the connection's queue holds,
-one write's worth per message (the queued frames joined: nothing is
-serialized per recipient), and heartbeats on an idle stream.  A transport
+one write's worth per message, and heartbeats on an idle stream.  A transport
 writes each message and asks for the next; it calls ``close()`` when the
 call ends, however it ends.
 
@@ -59,7 +60,7 @@ class SubscribeStream:
         state: HandlerState,
         connection: ClientConnection,
         writer: StreamWriter,
-        first: bytes,
+        first: list[bytes],
         heartbeat_ms: int,
     ) -> None:
         self._state = state
@@ -73,7 +74,7 @@ class SubscribeStream:
         assert connection.queue is not None
         self._queue: ConnectionQueue = connection.queue
 
-    async def messages(self) -> AsyncGenerator[bytes, None]:
+    async def messages(self) -> AsyncGenerator[list[bytes], None]:
         """The stream's messages; ends with ``Refused`` when the server ends the stream."""
         queue, writer, state = self._queue, self._writer, self._state
         heartbeat_ms = self._heartbeat_ms
@@ -91,7 +92,7 @@ class SubscribeStream:
                             await queue.wait()
                     except TimeoutError:
                         writer.writing = True
-                        yield heartbeat_frame()
+                        yield [heartbeat_frame()]
                         writer.writing = False
                         continue
                 else:
@@ -99,10 +100,10 @@ class SubscribeStream:
                 if queue.closure is not None:
                     break
             queued_at = queue.pending_since
-            data = b"".join(queue.drain())
+            frames = queue.drain()
             state.write_latency.observe(time.monotonic() - queued_at)
             writer.writing = True
-            yield data
+            yield frames
             writer.writing = False
         refusal = self.interrupted()
         assert refusal is not None
@@ -143,8 +144,18 @@ class Subscriptions:
         self._state = state
         state.router.on_connection_closed = self._connection_closed
 
-    async def open(self, request: pb.SubscribeRequest, call: CallInfo) -> SubscribeStream:
-        """Authenticate and register; raises ``Refused`` and leaves nothing behind."""
+    async def open(
+        self,
+        request: pb.SubscribeRequest,
+        call: CallInfo,
+        *,
+        heartbeat_default_ms: int | None = None,
+    ) -> SubscribeStream:
+        """Authenticate and register; raises ``Refused`` and leaves nothing behind.
+
+        ``heartbeat_default_ms``: the transport's heartbeat for streams that
+        ask for none (the web listener's proxies close idle responses).
+        """
         state = self._state
         if not state.accepting:
             raise Refused(Code.UNAVAILABLE, "server is shutting down")
@@ -162,8 +173,8 @@ class Subscriptions:
             asyncio.current_task(), subscriber
         )
         log.debug("stream opened", extra=log_context(connection))
-        heartbeat_ms = self._heartbeat_ms(request.heartbeat_interval_ms)
-        first = opened_frame(connection, opened, heartbeat_ms, state.router.node_id)
+        heartbeat_ms = self._heartbeat_ms(request.heartbeat_interval_ms, heartbeat_default_ms)
+        first = [opened_frame(connection, opened, heartbeat_ms, state.router.node_id)]
         return SubscribeStream(state, connection, writer, first, heartbeat_ms)
 
     def _authenticate(self, call: CallInfo) -> Subscriber:
@@ -221,9 +232,12 @@ class Subscriptions:
             self._state.security_stats.limit_rejections["id_length"] += 1
         return request_refused(error)
 
-    def _heartbeat_ms(self, requested: int) -> int:
+    def _heartbeat_ms(self, requested: int, transport_default: int | None) -> int:
         state = self._state
-        value = requested or state.heartbeat_default_ms
+        default = state.heartbeat_default_ms
+        if transport_default is not None:
+            default = transport_default
+        value = requested or default
         return max(value, state.heartbeat_min_ms) if value else 0
 
     def _connection_closed(self, connection: ClientConnection) -> None:

@@ -32,6 +32,7 @@ STATUS = {
     Code.PERMISSION_DENIED: grpc.StatusCode.PERMISSION_DENIED,
     Code.RESOURCE_EXHAUSTED: grpc.StatusCode.RESOURCE_EXHAUSTED,
     Code.UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
+    Code.UNIMPLEMENTED: grpc.StatusCode.UNIMPLEMENTED,
     Code.INTERNAL: grpc.StatusCode.INTERNAL,
 }
 
@@ -99,9 +100,9 @@ class GrpcAdapter:
             return
         try:
             async with contextlib.aclosing(stream.messages()) as messages:
-                async for message in messages:
+                async for frames in messages:
                     try:
-                        await context.write(message)
+                        await context.write(b"".join(frames))
                     except asyncio.CancelledError:
                         raise
                     except Exception as e:
