@@ -28,7 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Coroutine, Sequence
 from typing import Any
 
 from eventrouter.server.broker.base import (
@@ -465,12 +465,3 @@ class RedisBroker(WatchDelivery, Broker):
 
     def __repr__(self) -> str:
         return f"RedisBroker({self.settings.url!r}, node={self.router.node_id!r})"
-
-
-def redis_broker(settings: RedisSettings) -> Callable[[EventRouter], Broker]:
-    """A ``RouterServer`` broker factory for these settings."""
-
-    def make(router: EventRouter) -> Broker:
-        return RedisBroker(router, settings)
-
-    return make
