@@ -122,20 +122,19 @@ def _check_toml_value(kind: type, value: Any) -> Any:
     raise ValueError(f"expected {KIND_NAMES[kind]}, got {toml_type} {value!r}")
 
 
+# How a TOML value's type is named in a problem; bool before int (a bool is an int).
+_TOML_TYPE_NAMES: tuple[tuple[type, str], ...] = (
+    (bool, "a boolean"),
+    (int, "an integer"),
+    (float, "a float"),
+    (str, "a string"),
+    (dict, "a table"),
+    (list, "an array"),
+)
+
+
 def _toml_type_name(value: Any) -> str:
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int):
-        return "an integer"
-    if isinstance(value, float):
-        return "a float"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, dict):
-        return "a table"
-    if isinstance(value, list):
-        return "an array"
-    return "a date/time"
+    return next((name for kind, name in _TOML_TYPE_NAMES if isinstance(value, kind)), "a date/time")
 
 
 def _suggest(name: str, known: list[str]) -> str:
