@@ -18,7 +18,7 @@ from eventrouter.server.auth import (
 )
 from eventrouter.server.binding import bind_grpc
 from eventrouter.server.broker import Broker
-from eventrouter.server.broker.redis_config import broker_factory
+from eventrouter.server.broker.factory import broker_factory
 from eventrouter.server.config import ServerConfig
 from eventrouter.server.core.queue import CloseReason
 from eventrouter.server.core.router import EventRouter

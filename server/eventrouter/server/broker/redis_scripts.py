@@ -25,7 +25,10 @@ from __future__ import annotations
 
 import functools
 import hashlib
+from collections.abc import Sequence
+from typing import Any
 
+from eventrouter.server.broker.base import EmitItem
 from eventrouter.server.core.filters import (
     ALL_CONNECTIONS,
     AllInterestedInSession,
@@ -35,6 +38,8 @@ from eventrouter.server.core.filters import (
     RecipientFilter,
     UserScopedOnly,
 )
+from eventrouter.server.core.history import new_epoch
+from eventrouter.v1 import events_pb2
 
 CONTROL_TAG = "%ctl"
 
@@ -266,6 +271,33 @@ end
 return results
 """
 )
+
+
+def emit_call(
+    keys: StreamKeys,
+    items: Sequence[EmitItem],
+    max_updates: int,
+    history_ttl_ms: int,
+    window_ms: int,
+) -> tuple[list[str], list[Any]]:
+    """EMIT's KEYS and ARGV for one user's items, laid out as the script reads them."""
+    key_list = [keys.epoch, keys.head, keys.log, keys.conns, keys.channel.decode()]
+    args: list[Any] = [new_epoch(), max_updates, history_ttl_ms, window_ms]
+    args.append(len(items))
+    for item in items:
+        idem: str | None
+        if isinstance(item.payload, events_pb2.UpdatePayload):
+            kind, idem = "u", item.payload.id
+        else:
+            kind, idem = "e", item.idempotency_key
+        index = 0
+        if idem is not None and window_ms > 0:
+            key_list.append(keys.idem(kind, idem))
+            index = len(key_list) - 5
+        route = encode_route(item.recipient_filter, item.skip_connection_id)
+        args += [kind, index, route, item.payload.SerializeToString()]
+    return key_list, args
+
 
 # Opening a connection: ensure the epoch, record presence, read the position
 # and (resuming) the log after it, all at one instant, and mark that instant
