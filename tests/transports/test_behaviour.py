@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 
 from eventrouter.server import RouterServer
+from eventrouter.v1 import events_pb2 as ev
 from eventrouter.v1 import router_service_pb2 as pb
 from eventrouter.v1 import routing_pb2 as rt
-from eventrouter.v1 import events_pb2 as ev
 from tests.security.helpers import (
     Keys,
     machine_scope,
@@ -61,6 +61,11 @@ async def updates(stream: Stream, count: int) -> list[tuple[str, int]]:
     return got
 
 
+async def read_to_the_end(stream: Stream) -> None:
+    while True:
+        await stream.next()
+
+
 def marker_emit(user_id: str, marker: str) -> pb.EmitRequest:
     """An update to ``user_id`` that carries ``marker`` (as its id and session id)."""
     body = ev.UpdateEvent(delete_session=ev.DeleteSession(session_id=marker))
@@ -75,7 +80,9 @@ def filtered(user: str, marker: str, flt: rt.RecipientFilter) -> pb.EmitRequest:
 
 
 FILTERS = {
-    "all": rt.RecipientFilter(all_user_authenticated_connections=rt.AllUserAuthenticatedConnections()),
+    "all": rt.RecipientFilter(
+        all_user_authenticated_connections=rt.AllUserAuthenticatedConnections()
+    ),
     "user_only": rt.RecipientFilter(user_scoped_only=rt.UserScopedOnly()),
     "session_s1": rt.RecipientFilter(
         all_interested_in_session=rt.AllInterestedInSession(session_id="s1")
@@ -163,20 +170,19 @@ async def test_resume_replays_the_gap(transport: str, server: RouterServer, keys
 async def test_a_disconnect_ends_the_stream(
     transport: str, server: RouterServer, keys: Keys
 ) -> None:
-    async with caller_for(transport, server) as caller:
-        async with opened(caller, keys.user("carol"), user_scope()) as (stream, _):
-            request = pb.DisconnectRequest(user_id="carol", reason="bye")
-            assert (await caller.call("Disconnect", request, keys.service())).disconnected == 1
-            with pytest.raises(CallFailed) as ended:
-                while True:
-                    await stream.next()
-            assert ended.value.code == "UNAVAILABLE"
-            assert "bye" in ended.value.message
+    async with (
+        caller_for(transport, server) as caller,
+        opened(caller, keys.user("carol"), user_scope()) as (stream, _),
+    ):
+        request = pb.DisconnectRequest(user_id="carol", reason="bye")
+        assert (await caller.call("Disconnect", request, keys.service())).disconnected == 1
+        with pytest.raises(CallFailed) as ended:
+            await read_to_the_end(stream)
+        assert ended.value.code == "UNAVAILABLE"
+        assert "bye" in ended.value.message
 
 
-async def test_one_order_across_protocols(
-    transport: str, server: RouterServer, keys: Keys
-) -> None:
+async def test_one_order_across_protocols(transport: str, server: RouterServer, keys: Keys) -> None:
     # dave has a stream over this transport and one over native gRPC; emits
     # alternate between the two protocols; both streams see one order.
     token = keys.user("dave")

@@ -116,7 +116,9 @@ async def test_routes_methods_and_content_types(server: RouterServer) -> None:
 async def test_a_request_over_the_limit_is_refused(server: RouterServer) -> None:
     limit = server.config.max_request_bytes
     headers = {"content-type": "application/proto"}
-    reply = await http(server.web_port, "POST", f"{SERVICE}/EmitBatch", headers, b"\0" * (limit + 1))
+    reply = await http(
+        server.web_port, "POST", f"{SERVICE}/EmitBatch", headers, b"\0" * (limit + 1)
+    )
     assert reply.status == 429
     assert json.loads(reply.body)["code"] == "resource_exhausted"
 

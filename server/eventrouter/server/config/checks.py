@@ -157,6 +157,10 @@ def between(v: Mapping[str, Any]) -> Iterator[Problem]:
             f"max_event_bytes ({v['max_event_bytes']}) must not exceed"
             f" queue_max_bytes ({v['queue_max_bytes']})",
         )
+    if has("web_cors_origins", "web_listen") and v["web_cors_origins"] and not v["web_listen"]:
+        yield Problem(
+            ("web_cors_origins", "web_listen"), "web_cors_origins needs web_listen (it is off)"
+        )
     if has("tls_cert", "tls_key") and bool(v["tls_cert"]) != bool(v["tls_key"]):
         yield Problem(("tls_cert", "tls_key"), "tls_cert and tls_key go together")
     if has("tls_client_ca", "tls_cert") and v["tls_client_ca"] and not v["tls_cert"]:

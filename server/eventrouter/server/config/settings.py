@@ -230,6 +230,26 @@ class ServerConfig:
     health_interval_s: float = setting(
         1.0, "seconds between checks that update the gRPC health status", check=more_than(0)
     )
+    # The web listener (Connect and gRPC-Web, for browsers and mobile apps).
+    web_listen: str = setting(
+        "",
+        "address of the web listener (Connect protocol and gRPC-Web over HTTP/1.1, the"
+        " same service as --listen; TLS with --tls-cert when set); empty = off",
+        check=host_port_or_off,
+        shown="off",
+    )
+    web_cors_origins: str = setting(
+        "",
+        "comma-separated origins (scheme://host[:port]) whose pages may call the web"
+        " listener; '*' = any",
+        shown="none",
+        metavar="ORIGINS",
+    )
+    web_heartbeat_ms: int = setting(
+        15_000,
+        "heartbeat interval of web streams that ask for none, below the idle timeouts of"
+        " proxies and load balancers (often 30-60 s); 0 = the gRPC default (--heartbeat-ms)",
+    )
     # Runtime.
     event_loop: str = setting(
         "auto",
