@@ -30,7 +30,8 @@ interface Case {
 const FIXTURE_DIR = new URL("../../../../tests/fixtures/happy-wire/", import.meta.url);
 const FILES = ["builders.json", "builders-2026.json"] as const;
 const fixtures = FILES.map(
-  (name) => JSON.parse(readFileSync(new URL(name, FIXTURE_DIR), "utf8")) as { fixedNow: number; cases: Case[] },
+  (name) =>
+    JSON.parse(readFileSync(new URL(name, FIXTURE_DIR), "utf8")) as { fixedNow: number; cases: Case[] },
 );
 const fixedNows = new Set(fixtures.map((data) => data.fixedNow));
 assert.equal(fixedNows.size, 1, "both files were recorded with one pinned clock");
@@ -74,7 +75,8 @@ function decodeArg(value: unknown): unknown {
   const obj = value as Record<string, unknown>;
   const keys = Object.keys(obj);
   if (keys.length === 1 && keys[0] === "$date") return new Date(obj.$date as number);
-  if (keys.length === 1 && keys[0] === "$bytes") return new Uint8Array(Buffer.from(obj.$bytes as string, "base64"));
+  if (keys.length === 1 && keys[0] === "$bytes")
+    return new Uint8Array(Buffer.from(obj.$bytes as string, "base64"));
   if (keys.length === 1 && keys[0] === "$undefined") return undefined;
   return Object.fromEntries(keys.map((key) => [key, decodeArg(obj[key])]));
 }
@@ -103,7 +105,9 @@ test("the fixtures cover every modelled kind", () => {
   const kinds = new Set(
     CASES.map((c) => {
       const body = c.output.body;
-      return typeof body === "object" && body !== null ? (body as { t: string }).t : (c.output.type as string);
+      return typeof body === "object" && body !== null
+        ? (body as { t: string }).t
+        : (c.output.type as string);
     }),
   );
   assert.deepEqual([...kinds].sort(), modelled);
@@ -117,7 +121,10 @@ describe("builder output is Happy's JSON byte for byte", () => {
       assert.equal(JSON.stringify(toHappyJson(payload)), JSON.stringify(c.output));
       const decoded = fromHappyJson(c.output);
       const schema = schemaOf(payload);
-      assert.ok(equals(schema as never, decoded as never, payload as never), "fromHappyJson(output) != builder");
+      assert.ok(
+        equals(schema as never, decoded as never, payload as never),
+        "fromHappyJson(output) != builder",
+      );
     });
     test(`${id} survives protobuf bytes`, () => {
       // What a subscriber sees after the gRPC hop: serialize, parse, render.

@@ -366,7 +366,11 @@ export function createHappyBuilders(env: BuilderEnvironment = {}) {
     },
 
     /** `relationship-updated`: the relationship with another user changed. */
-    buildRelationshipUpdatedEvent(data: RelationshipData, updateSeq: number, updateId: string): UpdatePayload {
+    buildRelationshipUpdatedEvent(
+      data: RelationshipData,
+      updateSeq: number,
+      updateId: string,
+    ): UpdatePayload {
       return update(updateId, updateSeq, {
         t: "relationship-updated",
         uid: data.uid,
@@ -429,7 +433,12 @@ export function createHappyBuilders(env: BuilderEnvironment = {}) {
      * `kind` is "done", "permission" or "question" today; any string travels.
      * Happy emits it to `allInterestedInSession(sessionId)`.
      */
-    buildSessionEventEphemeral(sessionId: string, kind: string, title: string, body: string): EphemeralPayload {
+    buildSessionEventEphemeral(
+      sessionId: string,
+      kind: string,
+      title: string,
+      body: string,
+    ): EphemeralPayload {
       return ephemeral({ type: "session-event", sessionId, kind, title, body, timestamp: now() });
     },
   };

@@ -28,9 +28,9 @@ import {
   NullableStringSchema,
   NullableVersionedValueSchema,
   SessionMessageSchema,
+  UpdateEventSchema,
   type UpdatePayload,
   UpdatePayloadSchema,
-  UpdateEventSchema,
   VersionedStringSchema,
   VersionedValueSchema,
 } from "../gen/eventrouter/v1/events_pb.js";
@@ -47,8 +47,8 @@ import {
   INT,
   JSON_VALUE,
   type JsonObj,
-  missing,
   type Msg,
+  missing,
   NULL_BOOL,
   NULL_BYTES,
   NULL_STR,
@@ -58,9 +58,9 @@ import {
   OPT_BOOL,
   OPT_INT,
   SERVICE_NAMES,
+  type Spec,
   STATUS,
   STR,
-  type Spec,
   same,
   USAGE_NUMBERS,
 } from "./fields.js";
@@ -121,7 +121,10 @@ const newRow = (idKey: string, idField: string, state: string): Spec => [
 // UpdateEvent oneof case -> its fields after `t`, in wire order. Happy's `t` is
 // the proto field name with dashes (new_message -> "new-message"), by design of the proto.
 const UPDATE_KINDS: Readonly<Record<string, Spec>> = {
-  newMessage: [f("sid", STR, "sessionId"), f("message", new ObjectField(SessionMessageSchema, SESSION_MESSAGE))],
+  newMessage: [
+    f("sid", STR, "sessionId"),
+    f("message", new ObjectField(SessionMessageSchema, SESSION_MESSAGE)),
+  ],
   newSession: newRow("id", "sessionId", "agentState"),
   updateSession: [
     f("id", STR, "sessionId"),
@@ -135,7 +138,10 @@ const UPDATE_KINDS: Readonly<Record<string, Spec>> = {
     f("username", new Nullable(NullableStringSchema, "value", STR)),
     f("avatar", new ObjectField(AvatarImageSchema, AVATAR, true)),
     f("settings", NULLABLE_VERSIONED),
-    f("github", new Nullable(NullableGitHubProfileSchema, "profile", new ObjectField(GitHubProfileSchema, GITHUB))),
+    f(
+      "github",
+      new Nullable(NullableGitHubProfileSchema, "profile", new ObjectField(GitHubProfileSchema, GITHUB)),
+    ),
     f("connectedServices", SERVICE_NAMES),
   ],
   newMachine: newRow("machineId", "machineId", "daemonState"),
@@ -217,7 +223,12 @@ class Union implements Codec {
     for (const field of schema.oneofs[0]?.fields ?? []) {
       const spec = kinds[field.localName];
       if (spec === undefined || field.message === undefined) continue; // `raw`
-      const kind = { tag: field.name.replaceAll("_", "-"), field: field.localName, schema: field.message, spec };
+      const kind = {
+        tag: field.name.replaceAll("_", "-"),
+        field: field.localName,
+        schema: field.message,
+        spec,
+      };
       this.byField.set(kind.field, kind);
       this.byTag.set(kind.tag, kind);
     }
@@ -236,7 +247,8 @@ class Union implements Codec {
       );
     }
     const kind = this.byField.get(event.case);
-    if (kind === undefined) throw new HappyWireError(join(path, this.tagKey), `unknown ${this.what} kind ${event.case}`);
+    if (kind === undefined)
+      throw new HappyWireError(join(path, this.tagKey), `unknown ${this.what} kind ${event.case}`);
     return encodeFields(event.value as Msg, kind.spec, path, [[this.tagKey, kind.tag]]);
   }
 
@@ -299,7 +311,9 @@ export function toHappyJson(payload: UpdatePayload | EphemeralPayload): HappyJso
   const msg = payload as unknown as Msg;
   if (payload.$typeName === UpdatePayloadSchema.typeName) return encodeFields(msg, UPDATE_CONTAINER, "");
   if (payload.$typeName === EphemeralPayloadSchema.typeName) return EPHEMERAL.encodeInto(msg, "");
-  throw new TypeError(`expected an UpdatePayload or an EphemeralPayload, got ${String((payload as Msg).$typeName)}`);
+  throw new TypeError(
+    `expected an UpdatePayload or an EphemeralPayload, got ${String((payload as Msg).$typeName)}`,
+  );
 }
 
 /** Decode Happy's `update` JSON; throws `HappyWireError` naming the field on any deviation. */

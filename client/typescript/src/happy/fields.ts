@@ -17,7 +17,11 @@
  */
 
 import { create, type DescMessage } from "@bufbuild/protobuf";
-import { ConnectedServicesSchema, RelationshipStatus, UsageEntrySchema } from "../gen/eventrouter/v1/events_pb.js";
+import {
+  ConnectedServicesSchema,
+  RelationshipStatus,
+  UsageEntrySchema,
+} from "../gen/eventrouter/v1/events_pb.js";
 import { type JsonExtras, JsonExtrasSchema, JsonMemberSchema } from "../gen/eventrouter/v1/happy_json_pb.js";
 import * as jsontext from "./jsontext.js";
 import {
@@ -121,7 +125,13 @@ function withExtras(out: JsonObj, extras: JsonExtras, path: string): JsonObj {
 }
 
 /** Fill `msg` from its JSON object; the caller decodes the `head` keys (a discriminator). */
-export function decodeFields(data: unknown, msg: Msg, spec: Spec, path: string, head: readonly string[] = []): void {
+export function decodeFields(
+  data: unknown,
+  msg: Msg,
+  spec: Spec,
+  path: string,
+  head: readonly string[] = [],
+): void {
   const obj = expectObject(data, path);
   const keys = wireKeys(obj);
   const known = new Set(spec.map((field) => field.wire));
@@ -193,7 +203,8 @@ const WIRE_BY_STATUS = new Map(Object.entries(STATUS_BY_WIRE).map(([wire, code])
 function statusFromWire(value: unknown, path: string): RelationshipStatus {
   const name = expectStr(value, path);
   const status = Object.hasOwn(STATUS_BY_WIRE, name) ? STATUS_BY_WIRE[name] : undefined;
-  if (status === undefined) throw new HappyWireError(path, `unknown relationship status ${JSON.stringify(name)}`);
+  if (status === undefined)
+    throw new HappyWireError(path, `unknown relationship status ${JSON.stringify(name)}`);
   return status;
 }
 

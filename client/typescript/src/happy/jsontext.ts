@@ -148,16 +148,16 @@ export function rawEvent(
     throw new JsonTextError(jsonField, "must be a JSON object");
   }
   if ((obj as Record<string, unknown>)[tagKey] !== kind) {
-    throw new JsonTextError(jsonField, `its ${JSON.stringify(tagKey)} must be the kind, ${JSON.stringify(kind)}`);
+    throw new JsonTextError(
+      jsonField,
+      `its ${JSON.stringify(tagKey)} must be the kind, ${JSON.stringify(kind)}`,
+    );
   }
   return obj as Record<string, unknown>;
 }
 
 /** Check `JsonExtras.members`; return (key, parsed value) pairs in order. */
-export function members(
-  pairs: Iterable<{ key: string; json: string }>,
-  field: string,
-): [string, unknown][] {
+export function members(pairs: Iterable<{ key: string; json: string }>, field: string): [string, unknown][] {
   const out: [string, unknown][] = [];
   const seen = new Set<string>();
   let i = 0;

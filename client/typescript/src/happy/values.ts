@@ -14,13 +14,7 @@
 
 import { create, type JsonObject, type JsonValue } from "@bufbuild/protobuf";
 import { base64Decode, base64Encode } from "@bufbuild/protobuf/wire";
-import {
-  ListValueSchema,
-  NullValue,
-  StructSchema,
-  type Value,
-  ValueSchema,
-} from "@bufbuild/protobuf/wkt";
+import { ListValueSchema, NullValue, StructSchema, type Value, ValueSchema } from "@bufbuild/protobuf/wkt";
 import { JsonTextError } from "./jsontext.js";
 
 /**
@@ -203,7 +197,9 @@ export function jsonToValue(data: unknown, field: string): Value {
     case "object": {
       if (Array.isArray(data)) {
         const values = data.map((item, i) => jsonToValue(item === undefined ? null : item, `${field}[${i}]`));
-        return create(ValueSchema, { kind: { case: "listValue", value: create(ListValueSchema, { values }) } });
+        return create(ValueSchema, {
+          kind: { case: "listValue", value: create(ListValueSchema, { values }) },
+        });
       }
       if (data instanceof Uint8Array) break;
       const struct = create(StructSchema);
