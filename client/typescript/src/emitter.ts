@@ -18,8 +18,8 @@
  */
 
 import { create, toBinary } from "@bufbuild/protobuf";
-import { Code, ConnectError } from "@connectrpc/connect";
-import { EventRouterError, errorFromCall } from "./errors.js";
+import { Code, type ConnectError } from "@connectrpc/connect";
+import { callError, EventRouterError, errorFromCall } from "./errors.js";
 import {
   type EmitBatchRequest,
   EmitBatchRequestSchema,
@@ -153,7 +153,7 @@ export class Emitter {
           for (const item of batch) item.reject(reason);
           return;
         }
-        const error = ConnectError.from(reason);
+        const error = callError(reason);
         if (batch.length > 1 && blamesOneItem(error)) {
           for (const item of batch) await this.sendEmits([item]);
           return;

@@ -77,10 +77,25 @@ export function makeError(code: Code, details: string, cause?: unknown): EventRo
   return new ErrorClass(code, details, { cause });
 }
 
+/**
+ * A failed call as Connect reports it, a broken connection called UNAVAILABLE.
+ *
+ * connect-node reports an HTTP/2 stream its peer closed (a server that died,
+ * a connection reset) as CANCELED. This client cancels a call only when its
+ * caller closes it, and handles that before asking here, so CANCELED means the
+ * connection broke: UNAVAILABLE, as grpc-js and grpcio say, and as retries and
+ * reconnects expect.
+ */
+export function callError(reason: unknown): ConnectError {
+  const error = ConnectError.from(reason);
+  if (error.code !== Code.Canceled) return error;
+  return new ConnectError(error.rawMessage, Code.Unavailable, error.metadata, undefined, error);
+}
+
 /** Any failure of a call (a ConnectError, or what the transport threw) as an EventRouterError. */
 export function errorFromCall(reason: unknown): EventRouterError {
   if (reason instanceof EventRouterError) return reason;
-  const error = ConnectError.from(reason);
+  const error = callError(reason);
   return makeError(error.code, error.rawMessage, error);
 }
 

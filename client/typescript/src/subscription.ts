@@ -23,9 +23,9 @@
  * or leaving a `for await` loop ends the stream, and iteration ends cleanly.
  */
 
-import type { CallOptions } from "@connectrpc/connect";
-import { ConnectError } from "@connectrpc/connect";
+import type { CallOptions, ConnectError } from "@connectrpc/connect";
 import type { Credentials } from "./credentials.js";
+import { callError } from "./errors.js";
 import type { SubscriptionEvent, SubscriptionState } from "./events.js";
 import type { EphemeralPayload, UpdatePayload } from "./gen/eventrouter/v1/events_pb.js";
 import type {
@@ -169,7 +169,7 @@ export class Subscription implements AsyncIterableIterator<SubscriptionEvent> {
     } catch (reason) {
       if (this.isClosed) return;
       if (idle) return this.streamEnded(undefined, NO_HEARTBEAT, reason);
-      const error = ConnectError.from(reason);
+      const error = callError(reason);
       return this.streamEnded(error.code, error.rawMessage, error);
     } finally {
       clearTimeout(timer);

@@ -238,7 +238,9 @@ describe("subscription", () => {
         await new Promise(() => {});
       },
     });
-    const subscription = client.subscribe(userScope(), { resumeFrom: create(StreamPositionSchema, position(3, "old")) });
+    const subscription = client.subscribe(userScope(), {
+      resumeFrom: create(StreamPositionSchema, position(3, "old")),
+    });
     const [first, second] = await collect(subscription, 2);
     assert.equal(first?.type, "opened");
     assert.ok(second?.type === "refetch-required");
