@@ -34,7 +34,7 @@ from eventrouter.server.security.tokens import (
 )
 from tests.e2e.cli_helpers import ENV, EVENTROUTER, command, needs_console_script, serve
 from tests.e2e.client_helpers import free_port
-from tests.polyglot.typescript import TypeScriptPackage, build_package, counts, output
+from tests.polyglot.typescript import TypeScriptPackage, counts, output
 
 pytestmark = needs_console_script
 
@@ -42,11 +42,6 @@ pytestmark = needs_console_script
 TEST_USERS = ("routing", "resume", "refetch", "batch", "duplicate", "auth", "restart")
 HISTORY_MAX_UPDATES = 3  # short, so that the too_old refetch is quick to provoke
 WEB_LISTEN_FLAG = "--web-listen"
-
-
-@pytest.fixture(scope="module")
-def package() -> TypeScriptPackage:
-    return build_package()
 
 
 @pytest.fixture(scope="module")
@@ -146,14 +141,14 @@ def _server_tests(
     assert summary.get("skipped") == skipped, output(result)
 
 
-def test_lint_and_strict_types(package: TypeScriptPackage) -> None:
+def test_lint_and_strict_types(ts_package: TypeScriptPackage) -> None:
     # `tsc` under `strict` already ran in the fixture's build; biome lints and checks formatting.
-    result = package.npm_run("lint")
+    result = ts_package.npm_run("lint")
     assert result.returncode == 0, output(result)
 
 
-def test_offline_tests(package: TypeScriptPackage) -> None:
-    result = package.node_tests("test/*.test.js")
+def test_offline_tests(ts_package: TypeScriptPackage) -> None:
+    result = ts_package.node_tests("test/*.test.js")
     summary = counts(result)
     assert result.returncode == 0, output(result)
     assert summary.get("fail") == 0, output(result)
@@ -163,7 +158,7 @@ def test_offline_tests(package: TypeScriptPackage) -> None:
 
 
 def test_against_the_server_over_grpc(
-    package: TypeScriptPackage,
+    ts_package: TypeScriptPackage,
     keys: tuple[Path, KeySet],
     served: tuple[list[str], dict[str, str]],
     tmp_path: Path,
@@ -171,12 +166,12 @@ def test_against_the_server_over_grpc(
     flags, env = served
     keys_file, key_set = keys
     with serve(*flags, env=env) as target:
-        _server_tests(package, key_set, keys_file, target, "grpc", tmp_path)
+        _server_tests(ts_package, key_set, keys_file, target, "grpc", tmp_path)
 
 
 @pytest.mark.parametrize("protocol", ["connect", "grpc-web"])
 def test_against_the_web_listener(
-    package: TypeScriptPackage,
+    ts_package: TypeScriptPackage,
     keys: tuple[Path, KeySet],
     served: tuple[list[str], dict[str, str]],
     tmp_path: Path,
@@ -193,4 +188,4 @@ def test_against_the_web_listener(
     with serve(*flags, WEB_LISTEN_FLAG, f"127.0.0.1:{web_port}", env=env):
         _wait_listening(web_port)
         target = f"http://127.0.0.1:{web_port}"
-        _server_tests(package, key_set, keys_file, target, protocol, tmp_path)
+        _server_tests(ts_package, key_set, keys_file, target, protocol, tmp_path)
