@@ -5,7 +5,8 @@ shared Happy wire fixtures, the in-memory router, the ESM / CommonJS / browser
 bundle checks) and its tests against a real server: ``eventrouter serve`` in
 the secure default mode, with real JWTs minted here for users of their own,
 over gRPC (``@connectrpc/connect-node``'s gRPC transport against the grpc.aio
-server, HTTP/2 cleartext).
+server, HTTP/2 cleartext). And the payload bytes of every Happy wire case
+agree between the Python and the TypeScript codecs, both ways.
 
 The Connect and gRPC-Web transports run the same server tests against the
 server's web listener, once ``eventrouter serve`` has ``--web-listen``: until
@@ -26,20 +27,24 @@ from typing import Any
 
 import pytest
 
+from eventrouter.client import from_happy_json, to_happy_json
 from eventrouter.server.security.tokens import (
     SERVICE_AUDIENCE,
     SUBSCRIBER_AUDIENCE,
     KeySet,
     generate_hs256_jwks,
 )
+from eventrouter.v1 import events_pb2
 from tests.e2e.cli_helpers import ENV, EVENTROUTER, command, needs_console_script, serve
 from tests.e2e.client_helpers import free_port
+from tests.polyglot.test_node_conformance import UNMODELLED
 from tests.polyglot.typescript import TypeScriptPackage, counts, output
 
 pytestmark = needs_console_script
 
 # Every real-server test has a user of its own (positions and ids do not mix).
 TEST_USERS = ("routing", "resume", "refetch", "batch", "duplicate", "auth", "restart")
+ROOT = Path(__file__).resolve().parents[2]
 HISTORY_MAX_UPDATES = 3  # short, so that the too_old refetch is quick to provoke
 WEB_LISTEN_FLAG = "--web-listen"
 
@@ -189,3 +194,59 @@ def test_against_the_web_listener(
         _wait_listening(web_port)
         target = f"http://127.0.0.1:{web_port}"
         _server_tests(ts_package, key_set, keys_file, target, protocol, tmp_path)
+
+
+# Decode Python's bytes and render them; encode the same JSON: what TypeScript makes of each case.
+INTEROP = """
+import { readFileSync } from 'node:fs';
+import { fromBinary, toBinary } from '@bufbuild/protobuf';
+import {
+  EphemeralPayloadSchema, fromHappyJson, toHappyJson, UpdatePayloadSchema,
+} from '@eventrouter/client';
+const out = {};
+for (const [name, v] of Object.entries(JSON.parse(readFileSync(process.env.ER_VECTORS, 'utf8')))) {
+  const schema = v.kind === 'update' ? UpdatePayloadSchema : EphemeralPayloadSchema;
+  const rendered = JSON.stringify(toHappyJson(fromBinary(schema, Buffer.from(v.hex, 'hex'))));
+  const hex = Buffer.from(toBinary(schema, fromHappyJson(v.json))).toString('hex');
+  out[name] = { rendered, hex };
+}
+console.log(JSON.stringify(out));
+"""
+
+
+def test_payload_bytes_agree_with_python(ts_package: TypeScriptPackage, tmp_path: Path) -> None:
+    """Python's protobuf bytes render in TypeScript as the JSON they came from, and back."""
+    fixtures = ROOT / "tests" / "fixtures" / "happy-wire"
+    cases: dict[str, dict[str, Any]] = {
+        f"{name}[{i}]": case["output"]
+        for name in ("builders.json", "builders-2026.json")
+        for i, case in enumerate(json.loads((fixtures / name).read_text())["cases"])
+    }
+    cases |= {f"unmodelled[{i}]": event for i, event in enumerate(UNMODELLED)}
+    payloads = {name: from_happy_json(event) for name, event in cases.items()}
+    vectors = {
+        name: {
+            "hex": payload.SerializeToString().hex(),
+            "kind": "update" if isinstance(payload, events_pb2.UpdatePayload) else "ephemeral",
+            "json": cases[name],
+        }
+        for name, payload in payloads.items()
+    }
+    path = tmp_path / "vectors.json"
+    path.write_text(json.dumps(vectors), encoding="utf-8")
+    result = subprocess.run(
+        [ts_package.node, "--input-type=module", "-e", INTEROP],
+        cwd=ts_package.root,
+        env={**os.environ, "ER_VECTORS": str(path)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, output(result)
+    answers = json.loads(result.stdout)
+    assert answers.keys() == cases.keys()
+    for name, payload in payloads.items():
+        compact = json.dumps(to_happy_json(payload), separators=(",", ":"), ensure_ascii=False)
+        assert answers[name]["rendered"] == compact, name
+        assert type(payload).FromString(bytes.fromhex(answers[name]["hex"])) == payload, name
