@@ -8,12 +8,11 @@ missing or an extra file fails with the command that fixes it.
 from __future__ import annotations
 
 import difflib
-import subprocess
 from pathlib import Path
 
 from tests.contract._support import ROOT, missing_tool
+from tests.polyglot.typescript import PACKAGE, run
 
-PACKAGE = ROOT / "client" / "typescript"
 COMMITTED = PACKAGE / "src" / "gen"
 PLUGIN = PACKAGE / "node_modules" / ".bin" / "protoc-gen-es"
 STALE = "generated TypeScript code is stale: run `make ts-gen`"
@@ -26,13 +25,8 @@ def _files(folder: Path) -> dict[str, Path]:
 def test_generated_typescript_matches_protos(buf: Path, tmp_path: Path) -> None:
     if not PLUGIN.exists():
         missing_tool(f"{PLUGIN.relative_to(ROOT)} not found: run `make ts-deps`")
-    result = subprocess.run(
-        [str(buf), "generate", "--template", "buf.gen.yaml", "--output", str(tmp_path)],
-        cwd=PACKAGE,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
+    result = run(
+        [str(buf), "generate", "--template", "buf.gen.yaml", "--output", str(tmp_path)], PACKAGE
     )
     assert result.returncode == 0, result.stderr
     fresh = _files(tmp_path / "src" / "gen")

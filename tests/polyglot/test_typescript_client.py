@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import time
 import uuid
@@ -36,7 +35,7 @@ from eventrouter.server.security.tokens import (
 )
 from eventrouter.v1 import events_pb2
 from tests.e2e.cli_helpers import ENV, EVENTROUTER, command, needs_console_script, serve
-from tests.e2e.client_helpers import free_port
+from tests.e2e.client_helpers import free_port, wait_listening
 from tests.polyglot.test_node_conformance import UNMODELLED
 from tests.polyglot.typescript import TypeScriptPackage, counts, output
 
@@ -97,17 +96,6 @@ def _has_web_listener() -> bool:
         command("serve", "--help"), capture_output=True, text=True, timeout=60, check=False, env=ENV
     )
     return WEB_LISTEN_FLAG in result.stdout
-
-
-def _wait_listening(port: int, timeout_s: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.05)
-    pytest.fail(f"nothing listens on 127.0.0.1:{port} after {timeout_s} s")
 
 
 @pytest.fixture
@@ -191,7 +179,7 @@ def test_against_the_web_listener(
     keys_file, key_set = keys
     web_port = free_port()
     with serve(*flags, WEB_LISTEN_FLAG, f"127.0.0.1:{web_port}", env=env):
-        _wait_listening(web_port)
+        wait_listening(web_port)
         target = f"http://127.0.0.1:{web_port}"
         _server_tests(ts_package, key_set, keys_file, target, protocol, tmp_path)
 

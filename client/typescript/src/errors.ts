@@ -19,7 +19,7 @@ export function codeName(code: Code): string {
 
 /** A call failed. The client raises only this hierarchy for failures of the router. */
 export class EventRouterError extends Error {
-  override name = "EventRouterError";
+  override name: string;
   /** The request field the server's message names, e.g. `update.body.raw.json`. */
   readonly field: string | undefined;
 
@@ -29,6 +29,7 @@ export class EventRouterError extends Error {
     options?: { cause?: unknown },
   ) {
     super(details ? `${codeName(code)}: ${details}` : codeName(code), options);
+    this.name = new.target.name;
     this.field = FIELD_PREFIX.exec(details)?.[1];
   }
 
@@ -38,30 +39,20 @@ export class EventRouterError extends Error {
   }
 }
 
+// The codes a caller acts on. Each class names itself (`error.name`) through EventRouterError.
+
 /** The request is malformed; also thrown before sending when that is cheap to tell. */
-export class InvalidArgumentError extends EventRouterError {
-  override name = "InvalidArgumentError";
-}
+export class InvalidArgumentError extends EventRouterError {}
 /** Missing, malformed, badly signed or expired credentials. */
-export class UnauthenticatedError extends EventRouterError {
-  override name = "UnauthenticatedError";
-}
+export class UnauthenticatedError extends EventRouterError {}
 /** Valid credentials that may not do this (a subscriber token emitting; a revoked stream). */
-export class PermissionDeniedError extends EventRouterError {
-  override name = "PermissionDeniedError";
-}
+export class PermissionDeniedError extends EventRouterError {}
 /** The router could not be reached (after the retries the policy allows). */
-export class UnavailableError extends EventRouterError {
-  override name = "UnavailableError";
-}
+export class UnavailableError extends EventRouterError {}
 /** Over a limit: an event or request too large, too many streams, an emit rate. */
-export class ResourceExhaustedError extends EventRouterError {
-  override name = "ResourceExhaustedError";
-}
+export class ResourceExhaustedError extends EventRouterError {}
 /** The per-call deadline passed. */
-export class DeadlineExceededError extends EventRouterError {
-  override name = "DeadlineExceededError";
-}
+export class DeadlineExceededError extends EventRouterError {}
 
 const ERROR_BY_CODE: Partial<Record<Code, typeof EventRouterError>> = {
   [Code.InvalidArgument]: InvalidArgumentError,

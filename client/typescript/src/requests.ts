@@ -31,12 +31,7 @@ export function updateRequest(
   payload: UpdatePayload,
   options: EmitOptions = {},
 ): EmitRequest {
-  return create(EmitRequestSchema, {
-    userId,
-    payload: { case: "update", value: payload },
-    recipientFilter: options.recipientFilter,
-    skipConnectionId: options.skipConnectionId ?? "",
-  });
+  return request(userId, { case: "update", value: payload }, options);
 }
 
 export function ephemeralRequest(
@@ -44,9 +39,17 @@ export function ephemeralRequest(
   payload: EphemeralPayload,
   options: EphemeralEmitOptions = {},
 ): EmitRequest {
+  return request(userId, { case: "ephemeral", value: payload }, options);
+}
+
+function request(
+  userId: string,
+  payload: EmitRequest["payload"],
+  options: EphemeralEmitOptions,
+): EmitRequest {
   return create(EmitRequestSchema, {
     userId,
-    payload: { case: "ephemeral", value: payload },
+    payload,
     recipientFilter: options.recipientFilter,
     skipConnectionId: options.skipConnectionId ?? "",
     idempotencyKey: options.idempotencyKey ?? "",

@@ -6,7 +6,7 @@
  * the table in protos/eventrouter/v1/routing.proto.
  */
 
-import { create } from "@bufbuild/protobuf";
+import { create, type MessageInitShape } from "@bufbuild/protobuf";
 import {
   type ConnectionScope,
   ConnectionScopeSchema,
@@ -14,37 +14,40 @@ import {
   RecipientFilterSchema,
 } from "./gen/eventrouter/v1/routing_pb.js";
 
+type ScopeInit = NonNullable<MessageInitShape<typeof ConnectionScopeSchema>["scope"]>;
+type FilterInit = NonNullable<MessageInitShape<typeof RecipientFilterSchema>["filter"]>;
+const scope = (init: ScopeInit): ConnectionScope => create(ConnectionScopeSchema, { scope: init });
+const filter = (init: FilterInit): RecipientFilter => create(RecipientFilterSchema, { filter: init });
+
 /** Scope of one of the user's apps: sees everything routed to the apps. */
-export const userScope = (): ConnectionScope =>
-  create(ConnectionScopeSchema, { scope: { case: "user", value: {} } });
+export const userScope = (): ConnectionScope => scope({ case: "user", value: {} });
 
 /** Scope of a client watching one coding session. */
 export const sessionScope = (sessionId: string): ConnectionScope =>
-  create(ConnectionScopeSchema, { scope: { case: "session", value: { sessionId } } });
+  scope({ case: "session", value: { sessionId } });
 
 /** Scope of the daemon of one of the user's machines. */
 export const machineScope = (machineId: string): ConnectionScope =>
-  create(ConnectionScopeSchema, { scope: { case: "machine", value: { machineId } } });
+  scope({ case: "machine", value: { machineId } });
 
 /** Every connection of the user, whatever its scope (also what no filter means). */
 export const allUserAuthenticatedConnections = (): RecipientFilter =>
-  create(RecipientFilterSchema, { filter: { case: "allUserAuthenticatedConnections", value: {} } });
+  filter({ case: "allUserAuthenticatedConnections", value: {} });
 
 /** Only the user's user-scoped connections (the apps). */
-export const userScopedOnly = (): RecipientFilter =>
-  create(RecipientFilterSchema, { filter: { case: "userScopedOnly", value: {} } });
+export const userScopedOnly = (): RecipientFilter => filter({ case: "userScopedOnly", value: {} });
 
 /** User-scoped connections plus the session-scoped connections of `sessionId`. */
 export const allInterestedInSession = (sessionId: string): RecipientFilter =>
-  create(RecipientFilterSchema, { filter: { case: "allInterestedInSession", value: { sessionId } } });
+  filter({ case: "allInterestedInSession", value: { sessionId } });
 
 /** User-scoped connections plus the machine-scoped connections of `machineId`. */
 export const machineScopedOnly = (machineId: string): RecipientFilter =>
-  create(RecipientFilterSchema, { filter: { case: "machineScopedOnly", value: { machineId } } });
+  filter({ case: "machineScopedOnly", value: { machineId } });
 
 /** Only the machine-scoped connections of `machineId` (the apps do not see it). */
 export const machineOnly = (machineId: string): RecipientFilter =>
-  create(RecipientFilterSchema, { filter: { case: "machineOnly", value: { machineId } } });
+  filter({ case: "machineOnly", value: { machineId } });
 
 /** Happy's own `recipientFilter` objects (`events/eventRouter.ts`), plus the later `machine-only`. */
 export type HappyRecipientFilter =

@@ -65,6 +65,9 @@ export interface MachineRecord {
   updatedAt: DateLike;
 }
 
+/** What the session and the machine rows share. */
+type RowRecord = Omit<SessionRecord, "agentState" | "agentStateVersion">;
+
 /** The artifact row `buildNewArtifactUpdate` reads. */
 export interface ArtifactRecord {
   id: string;
@@ -220,26 +223,49 @@ export function createHappyBuilders(env: BuilderEnvironment = {}) {
   const update = (updateId: string, updateSeq: number, body: Record<string, unknown>): UpdatePayload =>
     updateFromHappyJson({ id: updateId, seq: updateSeq, body, createdAt: now() });
   const ephemeral = (event: Record<string, unknown>): EphemeralPayload => ephemeralFromHappyJson(event);
+  /** new-session and new-machine: one row shape but for the names of the id and the state. */
+  const newRow =
+    (t: string, idKey: string, stateKey: string, what: string) =>
+    (row: RowRecord, state: string | null, stateVersion: number, updateSeq: number, updateId: string) =>
+      update(updateId, updateSeq, {
+        t,
+        [idKey]: row.id,
+        seq: row.seq,
+        metadata: row.metadata,
+        metadataVersion: row.metadataVersion,
+        [stateKey]: state,
+        [`${stateKey}Version`]: stateVersion,
+        dataEncryptionKey: row.dataEncryptionKey
+          ? base64(row.dataEncryptionKey, `${what}.dataEncryptionKey`)
+          : null,
+        active: row.active,
+        activeAt: ms(row.lastActiveAt, `${what}.lastActiveAt`),
+        createdAt: ms(row.createdAt, `${what}.createdAt`),
+        updatedAt: ms(row.updatedAt, `${what}.updatedAt`),
+      });
+  const newSession = newRow("new-session", "id", "agentState", "session");
+  const newMachine = newRow("new-machine", "machineId", "daemonState", "machine");
+  /** delete-session, delete-machine, delete-artifact: `{ t, <idKey>: id }`. */
+  const deleted =
+    (t: string, idKey: string) =>
+    (id: string, updateSeq: number, updateId: string): UpdatePayload =>
+      update(updateId, updateSeq, { t, [idKey]: id });
+  /** update-machine, update-artifact: two versioned strings, each left out when undefined. */
+  const versionedPair =
+    (t: string, idKey: string, first: string, second: string) =>
+    (
+      id: string,
+      updateSeq: number,
+      updateId: string,
+      a?: VersionedStringRecord,
+      b?: VersionedStringRecord,
+    ): UpdatePayload =>
+      update(updateId, updateSeq, { t, [idKey]: id, [first]: a, [second]: b });
 
   return {
     /** `new-session`: a session was created. */
     buildNewSessionUpdate(session: SessionRecord, updateSeq: number, updateId: string): UpdatePayload {
-      return update(updateId, updateSeq, {
-        t: "new-session",
-        id: session.id,
-        seq: session.seq,
-        metadata: session.metadata,
-        metadataVersion: session.metadataVersion,
-        agentState: session.agentState,
-        agentStateVersion: session.agentStateVersion,
-        dataEncryptionKey: session.dataEncryptionKey
-          ? base64(session.dataEncryptionKey, "session.dataEncryptionKey")
-          : null,
-        active: session.active,
-        activeAt: ms(session.lastActiveAt, "session.lastActiveAt"),
-        createdAt: ms(session.createdAt, "session.createdAt"),
-        updatedAt: ms(session.updatedAt, "session.updatedAt"),
-      });
+      return newSession(session, session.agentState, session.agentStateVersion, updateSeq, updateId);
     },
 
     /** `new-message`: a message was appended to a session. */
@@ -275,9 +301,7 @@ export function createHappyBuilders(env: BuilderEnvironment = {}) {
     },
 
     /** `delete-session`: a session was deleted. */
-    buildDeleteSessionUpdate(sessionId: string, updateSeq: number, updateId: string): UpdatePayload {
-      return update(updateId, updateSeq, { t: "delete-session", sid: sessionId });
-    },
+    buildDeleteSessionUpdate: deleted("delete-session", "sid"),
 
     /**
      * `update-account`: the profile's keys, spread as Happy spreads them (so a
@@ -299,39 +323,14 @@ export function createHappyBuilders(env: BuilderEnvironment = {}) {
 
     /** `new-machine`: a machine was registered. */
     buildNewMachineUpdate(machine: MachineRecord, updateSeq: number, updateId: string): UpdatePayload {
-      return update(updateId, updateSeq, {
-        t: "new-machine",
-        machineId: machine.id,
-        seq: machine.seq,
-        metadata: machine.metadata,
-        metadataVersion: machine.metadataVersion,
-        daemonState: machine.daemonState,
-        daemonStateVersion: machine.daemonStateVersion,
-        dataEncryptionKey: machine.dataEncryptionKey
-          ? base64(machine.dataEncryptionKey, "machine.dataEncryptionKey")
-          : null,
-        active: machine.active,
-        activeAt: ms(machine.lastActiveAt, "machine.lastActiveAt"),
-        createdAt: ms(machine.createdAt, "machine.createdAt"),
-        updatedAt: ms(machine.updatedAt, "machine.updatedAt"),
-      });
+      return newMachine(machine, machine.daemonState, machine.daemonStateVersion, updateSeq, updateId);
     },
 
     /** `update-machine`: the metadata and/or daemon state given (undefined = unchanged). */
-    buildUpdateMachineUpdate(
-      machineId: string,
-      updateSeq: number,
-      updateId: string,
-      metadata?: VersionedStringRecord,
-      daemonState?: VersionedStringRecord,
-    ): UpdatePayload {
-      return update(updateId, updateSeq, { t: "update-machine", machineId, metadata, daemonState });
-    },
+    buildUpdateMachineUpdate: versionedPair("update-machine", "machineId", "metadata", "daemonState"),
 
     /** `delete-machine` (Happy 2026): a machine was deleted; Happy emits it user-scoped only. */
-    buildDeleteMachineUpdate(machineId: string, updateSeq: number, updateId: string): UpdatePayload {
-      return update(updateId, updateSeq, { t: "delete-machine", machineId });
-    },
+    buildDeleteMachineUpdate: deleted("delete-machine", "machineId"),
 
     /** `new-artifact`: an artifact was created. */
     buildNewArtifactUpdate(artifact: ArtifactRecord, updateSeq: number, updateId: string): UpdatePayload {
@@ -350,20 +349,10 @@ export function createHappyBuilders(env: BuilderEnvironment = {}) {
     },
 
     /** `update-artifact`: the header and/or body given (undefined = unchanged). */
-    buildUpdateArtifactUpdate(
-      artifactId: string,
-      updateSeq: number,
-      updateId: string,
-      header?: VersionedStringRecord,
-      body?: VersionedStringRecord,
-    ): UpdatePayload {
-      return update(updateId, updateSeq, { t: "update-artifact", artifactId, header, body });
-    },
+    buildUpdateArtifactUpdate: versionedPair("update-artifact", "artifactId", "header", "body"),
 
     /** `delete-artifact`: an artifact was deleted. */
-    buildDeleteArtifactUpdate(artifactId: string, updateSeq: number, updateId: string): UpdatePayload {
-      return update(updateId, updateSeq, { t: "delete-artifact", artifactId });
-    },
+    buildDeleteArtifactUpdate: deleted("delete-artifact", "artifactId"),
 
     /** `relationship-updated`: the relationship with another user changed. */
     buildRelationshipUpdatedEvent(
