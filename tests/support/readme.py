@@ -14,9 +14,10 @@ from pathlib import Path
 README = Path(__file__).resolve().parents[2] / "README.md"
 _BLOCK = re.compile(r"<!-- readme-(example|output): (\S+) -->\n```(\w*)\n(.*?)```", re.DOTALL)
 
-# Where each example runs: unit (no server) or against a real server.
+# Where each example runs: unit (no server) or against a real server (ts-browser: bundled
+# for browsers, and run against the web listener once `serve` has one).
 OFFLINE = frozenset({"codec", "forward-compat"})
-SERVED = frozenset({"clients", "node"})
+SERVED = frozenset({"clients", "node", "ts-node", "ts-browser"})
 
 
 @dataclass(frozen=True)
