@@ -205,6 +205,18 @@ BAD_EMITS: list[tuple[str, pb.EmitRequest, grpc.StatusCode, str]] = [
         "skip_connection_id",
     ),
     (
+        "update id with a newline",
+        update_request(USER_ID, "u\n1"),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "update.id",
+    ),
+    (
+        "update id too long",
+        update_request(USER_ID, "u" * 257),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "update.id",
+    ),
+    (
         "idempotency key with a space",
         keyed("a key"),
         grpc.StatusCode.INVALID_ARGUMENT,

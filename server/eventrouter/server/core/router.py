@@ -196,6 +196,9 @@ class EventRouter:
         try:
             self.limits.ids.check(user_id, "user_id")
             validate_update(payload, "update")
+            # The id is the idempotency key (and, in a cluster, part of a Redis
+            # key): the same rules as every other id.
+            self.limits.ids.check(payload.id, "update.id")
             data = payload.SerializeToString()
             check_size(len(data), self.limits.max_event_bytes, "update")
             check_depth(payload, data, "update")
