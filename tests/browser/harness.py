@@ -29,10 +29,16 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from eventrouter.client import EventRouterClient, build_delete_session_update
+from eventrouter.server import RouterServer
 from tests.polyglot.typescript import PACKAGE, TypeScriptPackage, output
+from tests.support.model import wait_until
 
 HERE = Path(__file__).resolve().parent
 DRIVER = HERE / "driver.mjs"
+PROTOCOLS = ("connect", "grpc-web")
+SESSION = "sess_1"
+Log = list[dict[str, Any]]
 # How long one driver command may take (the page's own waits are shorter).
 COMMAND_TIMEOUT_S = 30.0
 PAGE = """<!doctype html>
@@ -274,6 +280,15 @@ class Page:
         first: dict[str, Any] = await self.call("subscribe", name, options)
         return first
 
+    async def start(self, name: str, **options: Any) -> None:
+        """Start subscription ``name`` without waiting for its stream to open."""
+        await self.call("subscribe", name, {**options, "wait": False})
+
+    async def logs(self) -> dict[str, Log]:
+        """Every subscription's log, by name."""
+        logs: dict[str, Log] = await self.call("logs")
+        return logs
+
     async def until(
         self, name: str, kind: str, count: int = 1, timeout_ms: int = 10_000
     ) -> list[dict[str, Any]]:
@@ -302,6 +317,14 @@ class Page:
         await self.browser.request("close", page=self.name)
 
 
+_tabs = itertools.count(1)
+
+
+async def open_page(browser: Browser, origin: Origin) -> Page:
+    """A new tab showing the test page from ``origin``."""
+    return await browser.open(f"page-{next(_tabs)}", origin.url + "/")
+
+
 @contextmanager
 def origins(folder: Path, count: int) -> Iterator[list[Origin]]:
     """``count`` origins serving ``folder``, closed on exit."""
@@ -311,3 +334,44 @@ def origins(folder: Path, count: int) -> Iterator[list[Origin]]:
     finally:
         for origin in served:
             origin.close()
+
+
+# -- steps the tests share ---------------------------------------------------------
+
+
+def web_url(server: RouterServer) -> str:
+    """The web listener of ``server``, straight (HTTP/1.1)."""
+    return f"http://127.0.0.1:{server.web_port}"
+
+
+async def emit(router: EventRouterClient, user: str, *ids: str) -> list[int]:
+    """Emit one update per id to ``user`` (through gRPC); the offsets they were given."""
+    offsets = []
+    for seq, update_id in enumerate(ids, 1):
+        result = await router.emit_update(
+            user, build_delete_session_update(SESSION, seq, update_id)
+        )
+        assert result.position is not None
+        offsets.append(result.position.offset)
+    return offsets
+
+
+async def until_connections(router: EventRouterClient, user: str, count: int) -> list[str]:
+    """Wait until the server holds ``count`` connections of ``user``; their ids."""
+    ids: list[str] = []
+
+    async def holds() -> bool:
+        ids[:] = [c.connection_id for c in await router.get_connections(user)]
+        return len(ids) == count
+
+    await wait_until(holds, what=f"{count} connections of {user} on the server")
+    return ids
+
+
+def updates(log: Log) -> list[tuple[str, int]]:
+    """(update id, offset) of every update a subscription received, in order."""
+    return [(e["id"], int(e["offset"])) for e in log if e["type"] == "update"]
+
+
+def of_type(log: Log, kind: str) -> Log:
+    return [e for e in log if e["type"] == kind]

@@ -117,6 +117,7 @@ window.harness = {
     return first;
   },
   log: (name) => subscriptions.get(name).log,
+  logs: () => Object.fromEntries([...subscriptions].map(([name, entry]) => [name, entry.log])),
   // Wait until the subscription has yielded `count` records of `type` (or ended, for type "ended").
   until(name, type, n = 1, timeoutMs = 10_000) {
     const test = type === "ended" ? ended : (log) => count(log, type) >= n;

@@ -19,97 +19,29 @@ never registers a connection for it.
 
 from __future__ import annotations
 
-import itertools
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from eventrouter.client import EventRouterClient, build_delete_session_update
+from eventrouter.client import EventRouterClient
 from eventrouter.server import RouterServer
-from tests.browser.harness import Browser, Cable, Origin, Page, origins
-from tests.security.helpers import Keys, counters, moved, secure_server
-from tests.support.model import wait_until
-
-PROTOCOLS = ("connect", "grpc-web")
-SESSION = "sess_1"
-Log = list[dict[str, Any]]
-_pages = itertools.count(1)
-
-
-@pytest.fixture(scope="module")
-def sites(www: Path) -> Iterator[tuple[Origin, Origin]]:
-    """The page on origin A (allowed by the server) and on origin B (not allowed)."""
-    with origins(www, 2) as (a, b):
-        yield a, b
-
-
-@pytest.fixture
-async def server(keys_file: Path, sites: tuple[Origin, Origin]) -> AsyncIterator[RouterServer]:
-    allowed, _ = sites
-    async with secure_server(
-        keys_file, web_listen="127.0.0.1:0", web_cors_origins=allowed.url
-    ) as server:
-        yield server
-
-
-@pytest.fixture
-async def router(server: RouterServer, keys: Keys) -> AsyncIterator[EventRouterClient]:
-    """The Python client over gRPC, as Happy Server: it emits."""
-    async with EventRouterClient(f"127.0.0.1:{server.port}", token=keys.service()) as client:
-        yield client
-
-
-async def open_page(browser: Browser, origin: Origin) -> Page:
-    return await browser.open(f"page-{next(_pages)}", origin.url + "/")
-
-
-@pytest.fixture
-async def page(browser: Browser, sites: tuple[Origin, Origin]) -> AsyncIterator[Page]:
-    """A tab on the allowed origin A."""
-    tab = await open_page(browser, sites[0])
-    yield tab
-    await tab.close()
-
-
-def web_url(server: RouterServer) -> str:
-    return f"http://127.0.0.1:{server.web_port}"
-
-
-async def emit(router: EventRouterClient, user: str, *ids: str) -> list[int]:
-    """Emit one update per id to ``user``'s session; the offsets they were given."""
-    offsets = []
-    for seq, update_id in enumerate(ids, 1):
-        result = await router.emit_update(
-            user, build_delete_session_update(SESSION, seq, update_id)
-        )
-        assert result.position is not None
-        offsets.append(result.position.offset)
-    return offsets
-
-
-async def until_connections(router: EventRouterClient, user: str, count: int) -> list[str]:
-    """Wait until the server holds ``count`` connections of ``user``; their ids."""
-    ids: list[str] = []
-
-    async def holds() -> bool:
-        ids[:] = [c.connection_id for c in await router.get_connections(user)]
-        return len(ids) == count
-
-    await wait_until(holds, what=f"{count} connections of {user} on the server")
-    return ids
-
-
-def updates(log: Log) -> list[tuple[str, int]]:
-    """(update id, offset) of every update the page received, in order."""
-    return [(e["id"], int(e["offset"])) for e in log if e["type"] == "update"]
-
-
-def of_type(log: Log, kind: str) -> Log:
-    return [e for e in log if e["type"] == kind]
+from tests.browser.harness import (
+    PROTOCOLS,
+    SESSION,
+    Browser,
+    Cable,
+    Origin,
+    Page,
+    emit,
+    of_type,
+    open_page,
+    until_connections,
+    updates,
+    web_url,
+)
+from tests.security.helpers import Keys, counters, moved
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
