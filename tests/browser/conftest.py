@@ -9,7 +9,7 @@ import pytest
 
 from eventrouter.client import EventRouterClient
 from eventrouter.server import RouterServer
-from tests.browser.harness import Browser, Origin, Page, bundle_page, open_page, origins
+from tests.browser.harness import Browser, Origin, Page, Stage, bundle_page, open_page, origins
 from tests.polyglot.typescript import TypeScriptPackage, build_dist
 from tests.security.helpers import Keys, secure_server
 from tests.support.browser import require_browser
@@ -30,16 +30,6 @@ def ts_package(node: str) -> TypeScriptPackage:
 def www(ts_package: TypeScriptPackage, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The test page and its script, bundled by esbuild from @eventrouter/client/web."""
     return bundle_page(ts_package, tmp_path_factory.mktemp("page"))
-
-
-@pytest.fixture(scope="module")
-def keys() -> Keys:
-    return Keys()
-
-
-@pytest.fixture
-def keys_file(keys: Keys, tmp_path: Path) -> Path:
-    return keys.write(tmp_path / "keys" / "signing-keys.json")
 
 
 @pytest.fixture(scope="module")
@@ -82,3 +72,8 @@ async def page(browser: Browser, sites: tuple[Origin, Origin]) -> AsyncIterator[
     tab = await open_page(browser, sites[0])
     yield tab
     await tab.close()
+
+
+@pytest.fixture
+def stage(page: Page, server: RouterServer, router: EventRouterClient, keys: Keys) -> Stage:
+    return Stage(page, server, router, keys)

@@ -26,12 +26,14 @@ import subprocess
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from eventrouter.client import EventRouterClient, build_delete_session_update
 from eventrouter.server import RouterServer
 from tests.polyglot.typescript import PACKAGE, TypeScriptPackage, output
+from tests.security.helpers import Keys
 from tests.support.model import wait_until
 
 HERE = Path(__file__).resolve().parent
@@ -337,6 +339,20 @@ def origins(folder: Path, count: int) -> Iterator[list[Origin]]:
 
 
 # -- steps the tests share ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Stage:
+    """What a browser test works with (the ``stage`` fixture).
+
+    A tab on the allowed origin, the secure server, the Python client that
+    emits to it over gRPC, and the keys its tokens are signed with.
+    """
+
+    page: Page
+    server: RouterServer
+    router: EventRouterClient
+    keys: Keys
 
 
 def web_url(server: RouterServer) -> str:

@@ -32,7 +32,6 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from eventrouter.client import EventRouterClient
-from eventrouter.server import RouterServer
 from tests.browser.harness import (
     PROTOCOLS,
     SESSION,
@@ -40,6 +39,7 @@ from tests.browser.harness import (
     Log,
     Origin,
     Page,
+    Stage,
     emit,
     of_type,
     until_connections,
@@ -92,14 +92,9 @@ def browser(node: str, tls: Certificate) -> Iterator[Browser]:
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 async def test_a_page_subscribes_over_http2_through_nginx_and_gets_each_event_at_once(
-    protocol: str,
-    page: Page,
-    server: RouterServer,
-    router: EventRouterClient,
-    keys: Keys,
-    tls: Certificate,
-    tmp_path: Path,
+    protocol: str, stage: Stage, tls: Certificate, tmp_path: Path
 ) -> None:
+    page, server, router, keys = stage.page, stage.server, stage.router, stage.keys
     user = f"h2-{protocol}"
     token = keys.user(user, session_id=SESSION)
     with running_nginx(tmp_path / "nginx", server.web_port, tls) as nginx:
@@ -135,13 +130,9 @@ async def until_received(page: Page, names: list[str], update_id: str) -> dict[s
 
 
 async def test_eight_streams_of_a_page_open_together_over_http2_and_six_over_http1(
-    page: Page,
-    server: RouterServer,
-    router: EventRouterClient,
-    keys: Keys,
-    tls: Certificate,
-    tmp_path: Path,
+    stage: Stage, tls: Certificate, tmp_path: Path
 ) -> None:
+    page, server, router, keys = stage.page, stage.server, stage.router, stage.keys
     user = "tabs"
     token = keys.user(user)
     # Straight to the listener (HTTP/1.1): six streams open, the others wait.

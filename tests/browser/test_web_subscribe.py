@@ -25,15 +25,13 @@ from typing import Any
 
 import pytest
 
-from eventrouter.client import EventRouterClient
-from eventrouter.server import RouterServer
 from tests.browser.harness import (
     PROTOCOLS,
     SESSION,
     Browser,
     Cable,
     Origin,
-    Page,
+    Stage,
     emit,
     of_type,
     open_page,
@@ -41,13 +39,14 @@ from tests.browser.harness import (
     updates,
     web_url,
 )
-from tests.security.helpers import Keys, counters, moved
+from tests.security.helpers import counters, moved
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 async def test_updates_arrive_in_order_and_resume_without_gap_or_duplicate(
-    protocol: str, page: Page, server: RouterServer, router: EventRouterClient, keys: Keys
+    protocol: str, stage: Stage
 ) -> None:
+    page, server, router, keys = stage.page, stage.server, stage.router, stage.keys
     user = f"alice-{protocol}"
     token = keys.user(user, session_id=SESSION)
     async with Cable(server.web_port) as cable:
@@ -120,9 +119,8 @@ def refused(first: dict[str, Any], name: str, code: str, details: str = "") -> N
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
-async def test_bad_and_wrong_tokens_are_refused(
-    protocol: str, page: Page, server: RouterServer, router: EventRouterClient, keys: Keys
-) -> None:
+async def test_bad_and_wrong_tokens_are_refused(protocol: str, stage: Stage) -> None:
+    page, server, router, keys = stage.page, stage.server, stage.router, stage.keys
     user = f"alice-{protocol}"
     target = {"baseUrl": web_url(server), "protocol": protocol, "session": SESSION}
     before = counters(server)
@@ -175,14 +173,9 @@ async def test_bad_and_wrong_tokens_are_refused(
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 async def test_a_page_from_an_origin_not_allowed_is_refused(
-    protocol: str,
-    browser: Browser,
-    page: Page,
-    sites: tuple[Origin, Origin],
-    server: RouterServer,
-    router: EventRouterClient,
-    keys: Keys,
+    protocol: str, stage: Stage, browser: Browser, sites: tuple[Origin, Origin]
 ) -> None:
+    page, server, router, keys = stage.page, stage.server, stage.router, stage.keys
     user = f"alice-{protocol}"
     token = keys.user(user, session_id=SESSION)
     target = {"baseUrl": web_url(server), "protocol": protocol, "session": SESSION}
