@@ -214,8 +214,8 @@ class Browser:
             answer = json.loads(line)
             with self._lock:
                 future = self._pending.pop(answer["id"], None)
-            if future is None:
-                continue
+            if future is None or not future.set_running_or_notify_cancel():
+                continue  # nobody waits for it any more (the test timed out)
             if answer["ok"]:
                 future.set_result(answer["value"])
             else:
@@ -224,7 +224,8 @@ class Browser:
         with self._lock:
             pending, self._pending = self._pending, {}
         for future in pending.values():
-            future.set_exception(DriverError(f"the driver exited\n{''.join(self._stderr)}"))
+            if future.set_running_or_notify_cancel():
+                future.set_exception(DriverError(f"the driver exited\n{''.join(self._stderr)}"))
 
     def _read_stderr(self) -> None:
         assert self._process.stderr is not None

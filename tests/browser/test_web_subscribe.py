@@ -56,6 +56,7 @@ async def test_updates_arrive_in_order_and_resume_without_gap_or_duplicate(
         assert opened["type"] == "opened", opened
         assert opened["resume"] == "NOT_REQUESTED"
         assert opened["position"]["offset"] == "0"
+        assert opened["heartbeatMs"] == 15_000  # the web listener's default (README)
         epoch = opened["position"]["epoch"]
         [first_id] = await until_connections(router, user, 1)
         assert first_id == opened["connectionId"]
