@@ -13,7 +13,7 @@ STAMP  := $(VENV)/.installed
 LOCK   := requirements
 PIP_LOCKED := $(PY) -m pip install --quiet --require-hashes --no-deps
 
-# System packages some tests need (redis-server, chromium, nodejs) come from
+# System packages some tests need (redis-server, chromium, nginx, nodejs) come from
 # Debian's apt-get when run as root; each install is announced with its size
 # first.  `make test APT=no` never installs anything: the tests that need a
 # missing package then skip, naming it (under CI=true they fail instead).
@@ -102,14 +102,14 @@ typecheck: $(STAMP)  ## mypy --strict over the code, tests and benchmarks
 pytest: $(STAMP)  ## the tests alone (no lint, no system packages); PYTEST_ARGS passes flags
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-test: $(STAMP) node-deps ts-deps browser-deps redis-deps lint  ## the whole suite: lint, types, tests (TypeScript client included)
+test: $(STAMP) node-deps ts-deps browser-deps redis-deps nginx-deps lint  ## the whole suite: lint, types, tests (TypeScript client included)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # The suite against the newest releases pyproject.toml allows, ignoring the
 # locks, in its own venv: shows drift before a `make lock --upgrade` (or a
 # user installing the library) meets it.  Not part of `make test`.
 LATEST_VENV := .venv-latest
-test-latest: node-deps ts-deps browser-deps redis-deps  ## the suite against the newest allowed releases (no locks), in .venv-latest
+test-latest: node-deps ts-deps browser-deps redis-deps nginx-deps  ## the suite against the newest allowed releases (no locks), in .venv-latest
 	rm -rf $(LATEST_VENV)
 	$(PYTHON) -m venv $(LATEST_VENV)
 	$(LATEST_VENV)/bin/python -m pip install --quiet --upgrade pip setuptools
@@ -150,7 +150,7 @@ docs: $(STAMP)  ## render docs/reference.md from the comments in protos/
 	$(PY) scripts/gen_proto_docs.py
 
 # --- operability ---
-.PHONY: browser-deps
+.PHONY: browser-deps nginx-deps
 
 # The status-page test drives Debian's chromium with playwright-core (never a
 # downloaded browser build).  As root (CI, dev containers) it is installed here;
@@ -158,6 +158,16 @@ docs: $(STAMP)  ## render docs/reference.md from the comments in protos/
 browser-deps:  ## install Debian's chromium for the browser tests (APT=no: never)
 	@if [ ! -x /usr/bin/chromium ]; then \
 	  $(APT_INSTALL) browser-deps "chromium (about 480 MB with its dependencies; the browser tests)" chromium; \
+	fi
+
+# The proxy tests (tests/browser/test_proxy.py) put Debian's nginx in front of
+# the web listener, with the README's config, for HTTP/2 to browsers.  They run
+# their own nginx processes (never the system's service).  As root it is
+# installed here; otherwise they are skipped on a user's machine and fail
+# under CI=true.
+nginx-deps:  ## install Debian's nginx for the HTTP/2 proxy tests (APT=no: never)
+	@if [ ! -x /usr/sbin/nginx ]; then \
+	  $(APT_INSTALL) nginx-deps "nginx (about 2 MB; the HTTP/2 proxy tests)" nginx; \
 	fi
 
 # --- benchmarks ---

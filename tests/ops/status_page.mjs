@@ -6,10 +6,7 @@
 // Prints one JSON line: {"first": {...}, "second": {...}, "errors": [...]}.
 // Uses Debian's chromium (CHROMIUM overrides /usr/bin/chromium) through
 // playwright-core: no browser is ever downloaded.
-import { mkdtemp, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
-import { chromium } from "playwright-core";
+import { launchChromium } from "../support/chromium.mjs";
 
 const [url, screenshot] = process.argv.slice(2);
 if (!url || !screenshot) {
@@ -18,22 +15,8 @@ if (!url || !screenshot) {
 }
 const DEADLINE_MS = 20000;
 
-const userDataDir = await mkdtemp(join(tmpdir(), "eventrouter-chromium-"));
-const context = await chromium.launchPersistentContext(userDataDir, {
-  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-  headless: true,
-  args: [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-  ],
-  viewport: { width: 1280, height: 960 },
-});
+const browser = await launchChromium({ viewport: { width: 1280, height: 960 } });
+const { context } = browser;
 const errors = [];
 try {
   const page = context.pages()[0] ?? (await context.newPage());
@@ -93,6 +76,5 @@ try {
   await page.screenshot({ path: screenshot, fullPage: true });
   console.log(JSON.stringify({ first, second, errors }));
 } finally {
-  await context.close();
-  await rm(userDataDir, { recursive: true, force: true });
+  await browser.close();
 }

@@ -10,9 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import re
-import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -22,8 +20,8 @@ import pytest
 
 from eventrouter.server import RouterServer
 from eventrouter.v1 import router_service_pb2_grpc as pb_grpc
-from tests.conftest import require_tool
 from tests.ops._support import http_get
+from tests.support.browser import require_browser
 from tests.support.model import (
     USER,
     Filter,
@@ -39,21 +37,8 @@ from tests.support.servers import running_server
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = Path(__file__).with_name("status_page.mjs")
 ARTIFACTS = Path(__file__).with_name("artifacts")
-CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 BROWSER_TIMEOUT_S = 60.0
 USER_ID = "alice-7c41"
-
-
-def _require_browser() -> str:
-    node = shutil.which("node")
-    require_tool(node is not None, "node")
-    require_tool(Path(CHROMIUM).is_file(), f"chromium at {CHROMIUM} (make browser-deps)")
-    require_tool(
-        (ROOT / "node_modules" / "playwright-core").is_dir(),
-        "the playwright-core npm package (make node-deps)",
-    )
-    assert node is not None
-    return node
 
 
 @pytest.fixture
@@ -116,7 +101,7 @@ async def test_status_json_reports_the_node(server: RouterServer) -> None:
 
 
 async def test_live_page_in_a_real_browser(server: RouterServer) -> None:
-    node = _require_browser()
+    node = require_browser()
     port = server.ops.metrics_port
     assert port
     ARTIFACTS.mkdir(exist_ok=True)

@@ -9,6 +9,7 @@ skip on a user's machine and fail under CI=true.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import shutil
@@ -75,8 +76,12 @@ def counts(result: subprocess.CompletedProcess[str]) -> dict[str, int]:
     return {name: int(number) for name, number in _COUNT.findall(result.stdout)}
 
 
-def build_package() -> TypeScriptPackage:
-    """Check the tools, build the package and its tests; skip or fail when they are missing."""
+@functools.cache
+def build_dist() -> TypeScriptPackage:
+    """Check the tools and build the package (dist/); skip or fail when they are missing.
+
+    Once per run: the browser tests bundle this build, the polyglot tests run it.
+    """
     node, npm = shutil.which("node"), shutil.which("npm")
     require_tool(node is not None and npm is not None, "node and npm (Node.js)")
     assert node is not None
@@ -86,7 +91,18 @@ def build_package() -> TypeScriptPackage:
         "client/typescript/node_modules (run `make ts-deps`)",
     )
     package = TypeScriptPackage(node, npm)
-    for script in ("build", "build:test"):
-        result = package.npm_run(script)
-        assert result.returncode == 0, f"npm run {script} failed\n{output(result)}"
+    _npm_build(package, "build")
     return package
+
+
+@functools.cache
+def build_package() -> TypeScriptPackage:
+    """The package built (``build_dist``) and its tests compiled, once per run."""
+    package = build_dist()
+    _npm_build(package, "build:test")
+    return package
+
+
+def _npm_build(package: TypeScriptPackage, script: str) -> None:
+    result = package.npm_run(script)
+    assert result.returncode == 0, f"npm run {script} failed\n{output(result)}"

@@ -1,4 +1,4 @@
-"""Fixtures of the security suite: a keyset on disk and a secure server using it."""
+"""Fixtures of the security suite: a secure server using the keyset on disk (tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -9,17 +9,7 @@ import pytest
 
 from eventrouter.server import RouterServer
 from eventrouter.v1 import router_service_pb2_grpc as pb_grpc
-from tests.security.helpers import Keys, connect, secure_server
-
-
-@pytest.fixture(scope="module")
-def keys() -> Keys:
-    return Keys()
-
-
-@pytest.fixture
-def keys_file(keys: Keys, tmp_path: Path) -> Path:
-    return keys.write(tmp_path / "keys" / "signing-keys.json")
+from tests.security.helpers import connect, secure_server
 
 
 @pytest.fixture

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import pytest
 
-from tests.support.readme import OFFLINE, SERVED, examples, outputs
+from tests.support.readme import CONFIGS, OFFLINE, SERVED, configs, examples, outputs
 
 
 def test_every_example_is_run_somewhere() -> None:
     assert set(examples()) == OFFLINE | SERVED
     assert set(outputs()) <= set(examples())
     assert {examples()[name].language for name in SERVED} == {"python", "js"}
+    assert set(configs()) == CONFIGS
 
 
 @pytest.mark.parametrize("name", sorted(OFFLINE))
