@@ -253,7 +253,10 @@ class ConnectionOpened(_message.Message):
 
     @_builtins.property
     def position(self) -> Global___StreamPosition:
-        """The user's stream position at the moment the connection was registered: resume from here if no update arrives."""
+        """Where this stream starts: the user's stream position when the connection was
+        registered or, after a successful resume, the position resumed from (the
+        replayed updates then move it forward). Resume from here if no update arrives.
+        """
 
     def __init__(
         self,

@@ -7,7 +7,7 @@ and 23.8 KB, against about 44 KB for a grpc.aio stream.  uvicorn also runs
 inside an existing asyncio loop, which is what "same process, same loop as
 the gRPC server" needs; granian runs its own.  It speaks HTTP/1.1 (and TLS
 with the node's certificate); HTTP/2 for browsers comes from the
-TLS-terminating proxy in front (README: "Browsers").
+TLS-terminating proxy in front (README: "Browsers and mobile apps").
 
 The socket is bound here, so a busy address stops the start with the one
 line every listener gives (``ListenError``), and port 0 works.

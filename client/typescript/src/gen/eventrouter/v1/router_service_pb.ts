@@ -209,7 +209,9 @@ export type ConnectionOpened = Message<"eventrouter.v1.ConnectionOpened"> & {
   resume?: ResumeResult | undefined;
 
   /**
-   * The user's stream position at the moment the connection was registered: resume from here if no update arrives.
+   * Where this stream starts: the user's stream position when the connection was
+   * registered or, after a successful resume, the position resumed from (the
+   * replayed updates then move it forward). Resume from here if no update arrives.
    *
    * @generated from field: eventrouter.v1.StreamPosition position = 6;
    */
