@@ -2,7 +2,8 @@
 
 A block marked ``<!-- readme-example: NAME -->`` is code the suite runs as
 written; one marked ``<!-- readme-output: NAME -->`` is what example NAME
-must print. A README that lies fails the suite.
+must print. A README that lies fails the suite. docs/deploy.md marks its
+own the same way, as ``<!-- deploy-example: NAME -->``.
 """
 
 from __future__ import annotations
@@ -11,11 +12,13 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-README = Path(__file__).resolve().parents[2] / "README.md"
-_BLOCK = re.compile(r"<!-- readme-(example|output): (\S+) -->\n```(\w*)\n(.*?)```", re.DOTALL)
+ROOT = Path(__file__).resolve().parents[2]
+README = ROOT / "README.md"
+DEPLOY = ROOT / "docs" / "deploy.md"
+_BLOCK = r"<!-- {prefix}-(example|output): (\S+) -->\n```(\w*)\n(.*?)```"
 
 # Where each example runs: unit (no server) or against a real server.
-OFFLINE = frozenset({"codec"})
+OFFLINE = frozenset({"codec", "forward-compat"})
 SERVED = frozenset({"clients", "node"})
 
 
@@ -25,17 +28,20 @@ class Example:
     code: str
 
 
-def examples() -> dict[str, Example]:
+def _blocks(path: Path, prefix: str) -> list[tuple[str, str, str, str]]:
+    pattern = re.compile(_BLOCK.format(prefix=prefix), re.DOTALL)
+    return pattern.findall(path.read_text())
+
+
+def examples(path: Path = README, prefix: str = "readme") -> dict[str, Example]:
     return {
         name: Example(language, body)
-        for kind, name, language, body in _BLOCK.findall(README.read_text())
+        for kind, name, language, body in _blocks(path, prefix)
         if kind == "example"
     }
 
 
 def outputs() -> dict[str, str]:
     return {
-        name: body
-        for kind, name, _language, body in _BLOCK.findall(README.read_text())
-        if kind == "output"
+        name: body for kind, name, _language, body in _blocks(README, "readme") if kind == "output"
     }
