@@ -159,6 +159,8 @@ def main() -> None:
         target, metrics = box.port(50051), box.port(9464)
         step(f"gRPC on {target}, HTTP on {metrics}")
         wait_serving(target)
+        liveness = cli("health", "--target", target, "--service", "liveness", "--timeout", "2")
+        expect(liveness.returncode == 0, "liveness is SERVING (what Kubernetes probes)")
         check = box.run("healthcheck", "run", box.name, check=False)
         expect(check.returncode == 0, "the image's HEALTHCHECK passes (podman healthcheck run)")
         expect(box.exec("id", "-u") == "10001", "runs as uid 10001, not root")

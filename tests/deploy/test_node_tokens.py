@@ -47,12 +47,12 @@ TIMEOUT_S = 30.0
 @dataclass(frozen=True)
 class Issuer:
     folder: Path  # the reader's happy-demo folder
-    env: dict[str, str]  # EVENTROUTER_SIGNING_KEY and the rest emit.mjs reads
+    env: dict[str, str]  # SIGNING_KEY_FILE and what emit.mjs reads
     node: str
 
     @property
     def signing_key(self) -> dict[str, str]:
-        jwk: dict[str, str] = json.loads(Path(self.env["EVENTROUTER_SIGNING_KEY"]).read_text())[
+        jwk: dict[str, str] = json.loads(Path(self.env["SIGNING_KEY_FILE"]).read_text())[
             "keys"
         ][0]
         return jwk
@@ -126,9 +126,9 @@ def deployment(request: pytest.FixtureRequest, node: str, tmp_path: Path) -> Ite
             folder,
             {
                 **env,
-                "EVENTROUTER_SIGNING_KEY": str(tmp_path / "happy-signing-key.json"),
+                "SIGNING_KEY_FILE": str(tmp_path / "happy-signing-key.json"),
                 "EVENTROUTER_PROTOS": str(ROOT / "protos"),
-                "EVENTROUTER_TLS_CA": str(tmp_path / "ca.pem"),
+                "TLS_CA_FILE": str(tmp_path / "ca.pem"),
                 "EVENTROUTER_TARGET": "localhost:" + target.rsplit(":", 1)[1],
             },
             node,
@@ -136,7 +136,7 @@ def deployment(request: pytest.FixtureRequest, node: str, tmp_path: Path) -> Ite
 
 
 def _client(issuer: Issuer, token: str) -> EventRouterClient:
-    ca = Path(issuer.env["EVENTROUTER_TLS_CA"]).read_bytes()
+    ca = Path(issuer.env["TLS_CA_FILE"]).read_bytes()
     return EventRouterClient(
         issuer.env["EVENTROUTER_TARGET"],
         token=token,
@@ -200,7 +200,7 @@ async def test_a_key_the_router_does_not_list_is_refused(
     deployment: Issuer, tmp_path: Path
 ) -> None:
     _keys(tmp_path, "EdDSA", "elsewhere.json", "stranger.json")
-    stranger = {**deployment.env, "EVENTROUTER_SIGNING_KEY": str(tmp_path / "stranger.json")}
+    stranger = {**deployment.env, "SIGNING_KEY_FILE": str(tmp_path / "stranger.json")}
     foreign = Issuer(deployment.folder, stranger, deployment.node)
     refused = await _subscribe_error(deployment, foreign.js("t.subscriberToken('alice')"))
     assert refused.code == grpc.StatusCode.UNAUTHENTICATED
