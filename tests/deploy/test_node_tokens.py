@@ -12,7 +12,6 @@ wrong audience either way, an expired token, a scope the token excludes.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 import shutil
@@ -27,7 +26,6 @@ import pytest
 from eventrouter.client import (
     EventRouterClient,
     EventRouterError,
-    UpdateReceived,
     build_delete_session_update,
     session_scope,
     user_scope,
@@ -35,13 +33,13 @@ from eventrouter.client import (
 from eventrouter.v1 import routing_pb2 as rt
 from tests.conftest import require_tool
 from tests.e2e.cli_helpers import ENV, needs_console_script, run, serve
+from tests.support.nodejs import TIMEOUT_S, node_emit_reaches
 from tests.support.pki import Authority
 from tests.support.readme import DEPLOY, examples
 
 pytestmark = needs_console_script
 
 ROOT = Path(__file__).resolve().parents[2]
-TIMEOUT_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -52,23 +50,13 @@ class Issuer:
 
     @property
     def signing_key(self) -> dict[str, str]:
-        jwk: dict[str, str] = json.loads(Path(self.env["SIGNING_KEY_FILE"]).read_text())[
-            "keys"
-        ][0]
+        jwk: dict[str, str] = json.loads(Path(self.env["SIGNING_KEY_FILE"]).read_text())["keys"][0]
         return jwk
 
     def js(self, expression: str) -> str:
         """Evaluate an expression over tokens.mjs' exports in Node; its printed value."""
         code = f"import * as t from './tokens.mjs'; console.log(await {expression});"
-        result = subprocess.run(
-            [self.node, "--input-type=module", "-e", code],
-            cwd=self.folder,
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=TIMEOUT_S,
-            check=False,
-        )
+        result = self.script("--input-type=module", "-e", code)
         assert result.returncode == 0, result.stderr
         return result.stdout.strip()
 
@@ -162,20 +150,7 @@ async def test_node_mints_emits_and_alice_receives(deployment: Issuer) -> None:
         _client(deployment, minted.stdout.strip()) as client,
         client.subscribe(user_scope()) as alice,
     ):
-        process = await asyncio.create_subprocess_exec(
-            deployment.node,
-            "emit.mjs",
-            cwd=deployment.folder,
-            env=deployment.env,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
-        async with asyncio.timeout(TIMEOUT_S):
-            out, err = await process.communicate()
-            assert process.returncode == 0, (out, err)
-            assert "reached: 1" in out.decode(), out
-            event = await anext(alice)
-    assert isinstance(event, UpdateReceived)
+        event = await node_emit_reaches(deployment.node, deployment.folder, deployment.env, alice)
     assert event.payload.body.delete_session.session_id == "sess_1"
 
 
