@@ -189,7 +189,7 @@ image-deps:  ## install Debian's buildah, podman, runc and debootstrap (APT=no: 
 	    buildah podman runc debootstrap; \
 	fi
 
-image: image-deps  ## build the container image $(IMAGE) with buildah (docker format, keeps HEALTHCHECK)
+image: image-deps  ## build the container image (IMAGE=localhost/eventrouter:dev) with buildah, docker format
 	@if [ "$(BASE_IMAGE)" = localhost/eventrouter-base:bookworm ] && ! podman image exists $(BASE_IMAGE); then \
 	  scripts/build_base_image.sh $(BASE_IMAGE); \
 	fi
