@@ -27,7 +27,7 @@ PROTOS    := $(wildcard $(PROTO_DIR)/eventrouter/v1/*.proto)
 GEN_DIR   := client
 
 .DEFAULT_GOAL := help
-.PHONY: help venv run test pytest lint typecheck gen proto-lint node-deps clean lock test-latest
+.PHONY: help venv run test pytest lint typecheck gen proto-lint node-deps ts-deps ts-gen ts-build ts-check clean lock test-latest
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -64,6 +64,33 @@ node_modules/.installed: package.json package-lock.json
 	  echo "node-deps: npm is missing; install Node.js or the buf and polyglot tests are skipped"; \
 	fi
 
+# The TypeScript client (client/typescript, @eventrouter/client) has its own
+# package.json and lock; the suite builds it, lints it and runs its tests
+# (tests/polyglot/test_typescript_client.py). Without npm the same skip / CI
+# failure rule as node-deps applies.
+TS_DIR := client/typescript
+
+ts-deps: $(TS_DIR)/node_modules/.installed  ## install the TypeScript client's npm packages from its lock (npm ci)
+
+$(TS_DIR)/node_modules/.installed: $(TS_DIR)/package.json $(TS_DIR)/package-lock.json
+	@if ! command -v npm >/dev/null 2>&1; then \
+	  $(APT_INSTALL) ts-deps "Node.js and npm (the TypeScript client)" nodejs npm; \
+	fi
+	@if command -v npm >/dev/null 2>&1; then \
+	  cd $(TS_DIR) && npm ci --no-audit --no-fund --loglevel=error && touch node_modules/.installed; \
+	else \
+	  echo "ts-deps: npm is missing; install Node.js or the TypeScript client tests are skipped"; \
+	fi
+
+ts-gen: node-deps ts-deps  ## regenerate the TypeScript code (client/typescript/src/gen) from protos/
+	cd $(TS_DIR) && npm run --silent gen
+
+ts-build: ts-deps  ## build the TypeScript client: dist/esm and dist/cjs (strict tsc)
+	cd $(TS_DIR) && npm run --silent build
+
+ts-check: ts-deps  ## the TypeScript client's lint and offline tests (make test runs these and its server tests)
+	cd $(TS_DIR) && npm run --silent lint && npm test --silent
+
 proto-lint: node-deps  ## buf lint (STANDARD rules) over protos/
 	cd $(PROTO_DIR) && ../node_modules/.bin/buf lint
 
@@ -77,14 +104,14 @@ typecheck: $(STAMP)  ## mypy --strict over the code, tests and benchmarks
 pytest: $(STAMP)  ## the tests alone (no lint, no system packages); PYTEST_ARGS passes flags
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-test: $(STAMP) node-deps browser-deps redis-deps lint  ## the whole suite: lint, types, tests
+test: $(STAMP) node-deps ts-deps browser-deps redis-deps lint  ## the whole suite: lint, types, tests (TypeScript client included)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # The suite against the newest releases pyproject.toml allows, ignoring the
 # locks, in its own venv: shows drift before a `make lock --upgrade` (or a
 # user installing the library) meets it.  Not part of `make test`.
 LATEST_VENV := .venv-latest
-test-latest: node-deps browser-deps redis-deps  ## the suite against the newest allowed releases (no locks), in .venv-latest
+test-latest: node-deps ts-deps browser-deps redis-deps  ## the suite against the newest allowed releases (no locks), in .venv-latest
 	rm -rf $(LATEST_VENV)
 	$(PYTHON) -m venv $(LATEST_VENV)
 	$(LATEST_VENV)/bin/python -m pip install --quiet --upgrade pip setuptools
@@ -98,6 +125,7 @@ lock: $(STAMP)  ## regenerate requirements/*.txt from pyproject.toml (LOCK_ARGS=
 
 clean:  ## remove the virtual environment and caches
 	rm -rf $(VENV) $(LATEST_VENV) node_modules .pytest_cache .mypy_cache .ruff_cache build dist *.egg-info
+	rm -rf $(TS_DIR)/node_modules $(TS_DIR)/dist $(TS_DIR)/build
 
 # --- long runs and system packages ---
 .PHONY: fuzz redis-deps

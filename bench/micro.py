@@ -45,13 +45,14 @@ from eventrouter.server.core.connections import (
     UserScopedConnection,
 )
 from eventrouter.server.core.queue import ConnectionQueue
+from eventrouter.server.transports.grpc_aio import call_info
 from eventrouter.v1 import router_service_pb2 as pb
 
 BATCH = 64
 
 
 class Context:
-    """The parts of a grpc.aio servicer context that EmitBatch reads."""
+    """The parts of a grpc.aio servicer context the gRPC adapter reads."""
 
     def invocation_metadata(self) -> tuple[()]:
         return ()
@@ -113,7 +114,7 @@ async def eventrouter_side(workload: Workload) -> tuple[Callable[[], int], list[
     def run() -> int:
         delivered = 0
         for i, request in enumerate(requests):
-            coro = service.emit_batch(request, context)
+            coro = service.emits.emit_batch(request, call_info(context))
             try:
                 coro.send(None)
             except StopIteration:

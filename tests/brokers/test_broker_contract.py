@@ -76,6 +76,24 @@ async def test_ephemerals_reach_the_connections_open_now(nodes: MakeNodes) -> No
     assert other.ephemerals == ["sentinel"]
 
 
+async def test_an_ephemeral_acknowledged_before_a_connection_opened_never_reaches_it(
+    nodes: MakeNodes,
+) -> None:
+    a, b = await nodes(2)
+    # b already watches u1, so an ephemeral may still be in flight to b when
+    # the next connection of u1 registers there.
+    watcher = await b.open("u1")
+    for i in range(30):
+        await a.ephemeral("u1", f"before-{i}")
+        late = await b.open("u1")
+        await a.ephemeral("u1", f"after-{i}")
+        await late.has_ephemeral(f"after-{i}")
+        assert late.ephemerals == [f"after-{i}"], i
+        b.close(late)
+    await watcher.has_ephemeral("after-29")
+    assert len(watcher.ephemerals) == 60
+
+
 @pytest.mark.parametrize(("target", "expected"), SPEC, ids=lambda v: type(v).__name__)
 async def test_filters_and_skip_select_the_routing_rule(
     nodes: MakeNodes, target: RecipientFilter, expected: set[str]

@@ -21,8 +21,8 @@ import pytest
 import yaml
 
 from eventrouter.server.config import resolve_config
+from eventrouter.server.handlers import SERVICE_NAME
 from eventrouter.server.ops.runtime import LIVENESS_SERVICE
-from eventrouter.server.service import SERVICE_NAME
 
 ROOT = Path(__file__).resolve().parents[2]
 MANIFESTS = ROOT / "deploy" / "kubernetes"

@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import grpc
+import pytest
 
 from eventrouter.client._results import EmitResult
 from eventrouter.server import RouterServer, ServerConfig
@@ -24,6 +25,22 @@ def free_port() -> int:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
         return port
+
+
+def wait_listening(
+    port: int, timeout_s: float = 20.0, alive: Callable[[], None] | None = None
+) -> None:
+    """Return once 127.0.0.1:``port`` accepts connections; ``alive`` may fail first."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if alive is not None:
+            alive()
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    pytest.fail(f"nothing listens on 127.0.0.1:{port} after {timeout_s} s")
 
 
 @contextlib.asynccontextmanager

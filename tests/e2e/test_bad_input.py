@@ -119,6 +119,26 @@ def feed_post_with_member(key: str, text: str) -> pb.EmitRequest:
     return pb.EmitRequest(user_id=USER_ID, update=ev.UpdatePayload(id="feed", body=body))
 
 
+def with_skip(request: pb.EmitRequest, skip: str) -> pb.EmitRequest:
+    request.skip_connection_id = skip
+    return request
+
+
+def keyed(key: str) -> pb.EmitRequest:
+    request = ephemeral_request(USER_ID, "k")
+    request.idempotency_key = key
+    return request
+
+
+def deep_content(levels: int) -> pb.EmitRequest:
+    content = struct_pb2.Value(string_value="leaf")
+    for _ in range(levels):
+        content = struct_pb2.Value(list_value=struct_pb2.ListValue(values=[content]))
+    record = ev.SessionMessage(id="m", content=content)
+    body = ev.UpdateEvent(new_message=ev.NewMessage(session_id="s1", message=record))
+    return pb.EmitRequest(user_id=USER_ID, update=ev.UpdatePayload(id="deep", body=body))
+
+
 FILTER_KINDS = [
     ("all_interested_in_session", "session_id"),
     ("machine_scoped_only", "machine_id"),
@@ -171,6 +191,36 @@ BAD_EMITS: list[tuple[str, pb.EmitRequest, grpc.StatusCode, str]] = [
         )
         for kind, id_field in FILTER_KINDS
         for eph in (False, True)
+    ),
+    (
+        "skip id with a newline and a NUL",
+        with_skip(update_request(USER_ID, "x"), "c_1\n\x00"),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "skip_connection_id",
+    ),
+    (
+        "skip id too long (ephemeral)",
+        with_skip(ephemeral_request(USER_ID, "x"), "c" * 100_000),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "skip_connection_id",
+    ),
+    (
+        "idempotency key with a space",
+        keyed("a key"),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "idempotency_key",
+    ),
+    (
+        "idempotency key too long",
+        keyed("k" * 257),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "idempotency_key",
+    ),
+    (
+        "content nested past what subscribers decode",
+        deep_content(38),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "update.body.new_message.message.content",
     ),
     (
         "update body unset",

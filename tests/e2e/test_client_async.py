@@ -46,6 +46,7 @@ from eventrouter.server.security.tokens import (
     generate_hs256_jwks,
 )
 from eventrouter.v1 import events_pb2
+from eventrouter.v1 import router_service_pb2 as pb
 from tests.e2e.client_helpers import (
     RpcCounter,
     big_update,
@@ -402,12 +403,17 @@ async def test_bearer_tokens_and_a_refreshed_token_after_expiry(tmp_path: Path) 
             # The router ends the stream when the token expires; the
             # subscription reopens it with a fresh token and resumes.
             await wait_until(lambda: not server.router.get_connections("kate"))
-            assert (await client.emit_update("kate", update(1))).reached == 0
-            (replayed,) = await take(sub, 1)
-            assert isinstance(replayed, UpdateReceived)
-            assert replayed.payload.id == "upd-1"
+            # Emitted while the subscription reconnects: it arrives once, by
+            # the resume's replay or live, whichever of the two came first.
+            reached = (await client.emit_update("kate", update(1))).reached
+            (first,) = await take(sub, 1)
+            assert isinstance(first, UpdateReceived)
+            assert first.payload.id == "upd-1"
             assert sub.reconnects == 1
             assert len(minted) == 2
+            assert sub.opened is not None
+            assert sub.opened.resume.status == pb.RESUME_STATUS_RESUMED
+            assert sub.opened.resume.replayed == (1 if reached == 0 else 0)
 
             assert (await client.emit_update("kate", update(2))).reached == 1
             (live,) = await take(sub, 1)

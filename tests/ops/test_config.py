@@ -15,10 +15,10 @@ import pytest
 from eventrouter.server.config import (
     ConfigError,
     ServerConfig,
+    add_serve_arguments,
     config_from_args,
     resolve_config,
 )
-from eventrouter.server.config_flags import add_serve_arguments
 from eventrouter.server.ops import config_cli
 
 

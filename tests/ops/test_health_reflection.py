@@ -21,8 +21,8 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (  # ty
 )
 
 from eventrouter.server import RouterServer
+from eventrouter.server.handlers import SERVICE_NAME
 from eventrouter.server.ops.runtime import LIVENESS_SERVICE
-from eventrouter.server.service import SERVICE_NAME
 from tests.support.model import wait_until
 from tests.support.servers import running_server
 

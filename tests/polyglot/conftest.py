@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import require_tool
+from tests.polyglot.typescript import TypeScriptPackage, build_package
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -27,3 +28,9 @@ def node() -> str:
             f"node_modules/{package} (run `make node-deps`)",
         )
     return path
+
+
+@pytest.fixture(scope="session")
+def ts_package() -> TypeScriptPackage:
+    """client/typescript built once per run (strict ``tsc``: ESM, CommonJS and the tests)."""
+    return build_package()

@@ -51,6 +51,7 @@ from eventrouter.server.security.tokens import (
     generate_hs256_jwks,
 )
 from eventrouter.v1 import router_service_pb2 as pb
+from tests.e2e.client_helpers import wait_listening
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "tests" / "polyglot" / "conformance.mjs"
@@ -79,16 +80,11 @@ def _free_port() -> int:
 
 
 def _wait_listening(proc: subprocess.Popen[bytes], port: int, log: Path) -> None:
-    deadline = time.monotonic() + SERVER_START_TIMEOUT_S
-    while time.monotonic() < deadline:
+    def alive() -> None:
         if proc.poll() is not None:
             pytest.fail(f"server exited with {proc.returncode}:\n{log.read_text()}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.05)
-    pytest.fail(f"server not listening on port {port} after {SERVER_START_TIMEOUT_S}s")
+
+    wait_listening(port, SERVER_START_TIMEOUT_S, alive)
 
 
 @pytest.fixture(scope="module")

@@ -298,7 +298,7 @@ async def test_disconnect_interrupts_a_writer_blocked_by_flow_control(
         for i in range(3):
             sent = await stub.Emit(update_emit("alice", f"big-{i}", size=200_000), metadata=service)
             assert sent.reached == 1
-        writers = server.service._writers
+        writers = server.service.state.writers
         await eventually(
             lambda: writers[slow.connection_id].writing, "writer blocked in a write", 5.0
         )

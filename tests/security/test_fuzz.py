@@ -32,7 +32,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from eventrouter.server import RouterServer, ServerConfig
-from eventrouter.server.service import SERVICE_NAME
+from eventrouter.server.handlers import SERVICE_NAME
 from eventrouter.v1 import events_pb2 as ev
 from eventrouter.v1 import router_service_pb2 as pb
 from eventrouter.v1 import routing_pb2 as rt
@@ -205,7 +205,7 @@ class Live:
         while self.on_loop(lambda: len(self.server.router.registry)) != self.baseline:
             assert time.monotonic() < deadline, "registry did not return to its baseline"
             time.sleep(0.01)
-        assert self.on_loop(lambda: self.server.service._handshakes) == 0
+        assert self.on_loop(lambda: self.server.service.state.handshakes) == 0
         assert self.errors.records == [], [r.getMessage() for r in self.errors.records]
         assert self.errors.decode_errors == 0, "a request that does not parse was logged"
 

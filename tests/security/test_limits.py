@@ -11,6 +11,7 @@ import grpc
 import pytest
 
 from eventrouter.server import RouterServer, ServerConfig
+from eventrouter.server.transports.grpc_aio import GrpcAdapter
 from eventrouter.v1 import events_pb2 as ev
 from eventrouter.v1 import router_service_pb2 as pb
 from eventrouter.v1 import router_service_pb2_grpc as pb_grpc
@@ -343,7 +344,7 @@ async def test_handshakes_are_released(
     # ... and so does a stream once its first event is written: many streams, one slot.
     streams = [await open_stream(stub, keys.user(f"user{i}")) for i in range(5)]
     assert counters(server)[1] == {}
-    assert server.service._handshakes == 0
+    assert server.service.state.handshakes == 0
     await _cancel_all(streams, server)
 
 
@@ -382,31 +383,34 @@ async def test_handshake_cap_counts_subscribes_until_their_first_write(
 ) -> None:
     # Service level: a real handshake cannot be held open deterministically over
     # gRPC (the first write is small and always fits the flow-control window), so
-    # a fake context whose write blocks on an event stands in for a slow peer.
+    # a fake context whose write blocks on an event stands in for a slow peer,
+    # through the gRPC adapter.
     # The server is built as in production, but not started.
     config = ServerConfig(keys_file=str(keys_file), max_concurrent_handshakes=1)
     service = RouterServer(config).service
+    router = service.state.router
+    adapter = GrpcAdapter(service)
     request = pb.SubscribeRequest(scope=user_scope())
     gate = asyncio.Event()
     held = FakeContext(keys.user("alice"), gate)
-    first = asyncio.create_task(service.subscribe(request, held))
+    first = asyncio.create_task(adapter.subscribe(request, held))
     tasks = [first]
     try:
-        await eventually(lambda: len(service.router.registry) == 1, "first subscribe registered")
+        await eventually(lambda: len(router.registry) == 1, "first subscribe registered")
         assert held.writes == []
         with pytest.raises(Aborted) as refused:
-            await service.subscribe(request, FakeContext(keys.user("bob")))
+            await adapter.subscribe(request, FakeContext(keys.user("bob")))
         assert refused.value.code == EXHAUSTED
         assert service.security_stats.limit_rejections == {"handshakes": 1}
-        assert service.router.registry.count_of_user("bob") == 0
+        assert router.registry.count_of_user("bob") == 0
         gate.set()
         await eventually(lambda: len(held.writes) == 1, "first write done")
         after = FakeContext(keys.user("bob"))
-        tasks.append(asyncio.create_task(service.subscribe(request, after)))
+        tasks.append(asyncio.create_task(adapter.subscribe(request, after)))
         await eventually(lambda: len(after.writes) == 1, "second subscribe opened")
         assert service.security_stats.limit_rejections == {"handshakes": 1}
     finally:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-    assert len(service.router.registry) == 0
+    assert len(router.registry) == 0

@@ -17,9 +17,10 @@ README = ROOT / "README.md"
 DEPLOY = ROOT / "docs" / "deploy.md"
 _BLOCK = r"<!-- {prefix}-(example|output): (\S+) -->\n```(\w*)\n(.*?)```"
 
-# Where each example runs: unit (no server) or against a real server.
+# Where each example runs: unit (no server) or against a real server (ts-browser: bundled
+# for browsers, and run against the web listener once `serve` has one).
 OFFLINE = frozenset({"codec", "forward-compat"})
-SERVED = frozenset({"clients", "node"})
+SERVED = frozenset({"clients", "node", "ts-node", "ts-browser"})
 
 
 @dataclass(frozen=True)

@@ -50,6 +50,7 @@ CLIENT_API = [
     "SubscriptionEvent",
     "UnauthenticatedError",
     "UnavailableError",
+    "UndecodableMessageError",
     "UpdateReceived",
     "UserIdCredentials",
     "Versioned",

@@ -45,6 +45,7 @@ from eventrouter.client._calls import (
     RetryPolicy,
     UnauthenticatedError,
     UnavailableError,
+    UndecodableMessageError,
     UserIdCredentials,
 )
 from eventrouter.client._client import EventRouterClient
@@ -138,6 +139,7 @@ __all__ = [
     "SubscriptionEvent",
     "UnauthenticatedError",
     "UnavailableError",
+    "UndecodableMessageError",
     "UpdateReceived",
     "UserIdCredentials",
     "Versioned",

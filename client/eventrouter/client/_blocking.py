@@ -39,6 +39,7 @@ from eventrouter.client._calls import (
     check_request,
     resolve_credentials,
     retry_safe,
+    subscribe_callable,
 )
 from eventrouter.client._events import (
     EphemeralReceived,
@@ -127,7 +128,7 @@ class BlockingSubscription(SubscriptionCore):
         except grpc.RpcError as e:
             self._stream_ended(e.code(), e.details() or "", e)
         else:
-            self._buffer.extend(self._state.on_response(response))
+            self._take(response)
 
 
 class BlockingEventRouterClient(ClientMethods[EmitResult, int, BlockingSubscription]):
@@ -231,7 +232,7 @@ class BlockingEventRouterClient(ClientMethods[EmitResult, int, BlockingSubscript
     def _subscription(
         self, state: SubscriptionState, credentials: Credentials | None
     ) -> BlockingSubscription:
-        subscription = BlockingSubscription(self._stub.Subscribe, state, credentials)
+        subscription = BlockingSubscription(subscribe_callable(self._channel), state, credentials)
         with self._lock:
             self._subscriptions = [s for s in self._subscriptions if not s.closed]
             self._subscriptions.append(subscription)

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import grpc
+from google.protobuf.message import DecodeError
 
 from eventrouter.v1 import events_pb2, routing_pb2
 from eventrouter.v1 import router_service_pb2 as pb
@@ -36,6 +37,7 @@ __all__ = [
     "Retrying",
     "UnauthenticatedError",
     "UnavailableError",
+    "UndecodableMessageError",
     "UserIdCredentials",
 ]
 
@@ -196,6 +198,44 @@ class DeadlineExceededError(EventRouterError):
     """The per-call deadline passed."""
 
 
+class UndecodableMessageError(EventRouterError):
+    """A stream message this client's protobuf runtime could not decode; the subscription ends.
+
+    The server refuses at Emit what subscribers cannot decode, so this means
+    a server or contract mismatch.  Resuming would meet the same message
+    again, so the subscription does not reconnect by itself.
+    """
+
+
+class Undecodable:
+    """What the Subscribe deserializer returns for bytes that do not parse."""
+
+    __slots__ = ("reason",)
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+
+def decode_subscribe_response(data: bytes) -> pb.SubscribeResponse | Undecodable:
+    """Subscribe's response deserializer: never raises (grpc would drop the message)."""
+    try:
+        return pb.SubscribeResponse.FromString(data)
+    except DecodeError as e:
+        return Undecodable(str(e))
+
+
+SUBSCRIBE_METHOD = "/eventrouter.v1.EventRouterService/Subscribe"
+
+
+def subscribe_callable(channel: Any) -> Any:
+    """The Subscribe multi-callable of ``channel`` (asyncio or blocking) with that deserializer."""
+    return channel.unary_stream(
+        SUBSCRIBE_METHOD,
+        request_serializer=pb.SubscribeRequest.SerializeToString,
+        response_deserializer=decode_subscribe_response,
+    )
+
+
 _ERROR_BY_CODE: dict[grpc.StatusCode, type[EventRouterError]] = {
     grpc.StatusCode.INVALID_ARGUMENT: InvalidArgumentError,
     grpc.StatusCode.UNAUTHENTICATED: UnauthenticatedError,
@@ -246,12 +286,16 @@ class Backoff:
         return rand() * ceiling
 
 
+_RETRIED_CODES = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED})
+
+
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
     """When a unary call (Emit, EmitBatch, GetConnections) is tried again.
 
-    Only UNAVAILABLE is retried: the call did not reach the router, or the
-    router went away. A retried call may have been applied the first time,
+    UNAVAILABLE is retried (the call did not reach the router, or the router
+    went away), and CANCELLED from the server (a router shutting down ends
+    calls it did not finish). A retried call may have been applied the first time,
     so only calls that are safe to repeat are retried: updates (the router
     drops a repeat of a recent update ``id``), ephemerals that carry an
     ``idempotency_key`` (same, by key), and GetConnections (a read). An
@@ -269,7 +313,7 @@ class RetryPolicy:
 
     def next_delay(self, code: grpc.StatusCode | None, attempt: int, safe: bool) -> float | None:
         """Seconds to wait before another try after try number ``attempt`` (1-based), or None."""
-        if code != grpc.StatusCode.UNAVAILABLE or not safe or attempt >= self.max_attempts:
+        if code not in _RETRIED_CODES or not safe or attempt >= self.max_attempts:
             return None
         return self.backoff.delay(attempt - 1)
 

@@ -48,6 +48,7 @@ from eventrouter.client._calls import (
     error_from_rpc,
     resolve_credentials,
     retry_safe,
+    subscribe_callable,
 )
 from eventrouter.client._events import ReconnectPolicy, SubscriptionState
 from eventrouter.client._methods import ClientMethods
@@ -379,6 +380,7 @@ class EventRouterClient(
     def _subscription(
         self, state: SubscriptionState, credentials: Credentials | None
     ) -> Subscription:
-        subscription = Subscription(self._get_stub().Subscribe, state, credentials)
+        self._get_stub()  # opens the channel (raises when closed)
+        subscription = Subscription(subscribe_callable(self._channel), state, credentials)
         self._subscriptions.add(subscription)
         return subscription

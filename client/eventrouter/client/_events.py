@@ -27,6 +27,8 @@ import grpc
 from eventrouter.client._calls import (
     Backoff,
     Credentials,
+    Undecodable,
+    UndecodableMessageError,
     call_metadata,
     make_error,
 )
@@ -375,6 +377,20 @@ class SubscriptionCore:
     @property
     def closed(self) -> bool:
         return self._closed
+
+    def _take(self, response: pb.SubscribeResponse | Undecodable) -> None:
+        """Buffer the events of one stream message, or end on one that does not decode."""
+        if isinstance(response, Undecodable):
+            position = self._state.position
+            after = f" after offset {position.offset}" if position is not None else ""
+            self._mark_closed()
+            raise UndecodableMessageError(
+                grpc.StatusCode.INTERNAL,
+                f"a stream message{after} could not be decoded ({response.reason});"
+                " the subscription ends: a server newer than this client, or a payload"
+                " nested deeper than this protobuf runtime decodes",
+            )
+        self._buffer.extend(self._state.on_response(response))
 
     def _start_call(self) -> Any:
         request = self._state.request()

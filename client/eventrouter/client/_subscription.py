@@ -134,4 +134,4 @@ class Subscription(SubscriptionCore):
         if response is grpc.aio.EOF:
             self._stream_ended(None, "the stream ended without a status", None)
             return
-        self._buffer.extend(self._state.on_response(response))
+        self._take(response)

@@ -6,8 +6,7 @@ import argparse
 import sys
 
 from eventrouter.server.app import run_server
-from eventrouter.server.config import ConfigError, config_from_args
-from eventrouter.server.config_flags import add_serve_arguments
+from eventrouter.server.config import ConfigError, add_serve_arguments, config_from_args
 from eventrouter.server.ops.logs import UserIdHasher, configure_logging
 
 

@@ -7,6 +7,7 @@ import contextlib
 import gc
 import logging
 import signal
+import ssl
 from collections.abc import Callable
 
 import grpc
@@ -18,13 +19,17 @@ from eventrouter.server.auth import (
 )
 from eventrouter.server.binding import bind_grpc
 from eventrouter.server.broker import Broker
-from eventrouter.server.broker.redis_config import broker_factory
+from eventrouter.server.broker.factory import broker_factory
 from eventrouter.server.config import ServerConfig
 from eventrouter.server.core.queue import CloseReason
 from eventrouter.server.core.router import EventRouter
+from eventrouter.server.handlers import Handlers
 from eventrouter.server.ops.runtime import Operability
 from eventrouter.server.security.tokens import KeySet, ensure_keys_file
-from eventrouter.server.service import EventRouterService
+from eventrouter.server.transports.cors import CorsPolicy
+from eventrouter.server.transports.grpc_aio import GrpcAdapter
+from eventrouter.server.transports.web import WebApp
+from eventrouter.server.transports.web_server import WebListener
 
 log = logging.getLogger("eventrouter.server")
 
@@ -44,15 +49,18 @@ class RouterServer:
         self.router = EventRouter(self.config.router_limits(), self.config.node_id or None)
         # memory:// (default) or Redis, as --broker says, unless a factory is given.
         self.broker = (broker or broker_factory(self.config.broker))(self.router)
-        self.service = EventRouterService(
+        self.service = Handlers(
             self.broker,
             authenticator or build_authenticator(self.config),
             limits=self.config.security_limits(),
             heartbeat_default_ms=self.config.heartbeat_ms,
         )
         self._server: grpc.aio.Server | None = None
+        self._web: WebListener | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self.port = 0
+        # The web listener's port (Connect, gRPC-Web); 0 while it is off.
+        self.web_port = 0
         # Health, reflection, /metrics and the status page (eventrouter.server.ops).
         self.ops = Operability(self)
 
@@ -73,14 +81,21 @@ class RouterServer:
         port and never started keeps it until it is garbage-collected.
         """
         server = grpc.aio.server(options=self.config.grpc_options())
-        server.add_generic_rpc_handlers((self.service.generic_handler(),))
+        server.add_generic_rpc_handlers((GrpcAdapter(self.service).generic_handler(),))
         self.ops.add_services(server)
         await self.ops.listen()
+        web = self._web_listener()
         try:
             self.port = bind_grpc(server, self.config.listen, server_credentials(self.config))
+            if web is not None:
+                self.web_port = await web.start()
+                self._web = web
             await self.broker.start()
             await server.start()
         except BaseException:
+            if self._web is not None:
+                await self._web.stop()
+                self._web = None
             await self.ops.stop()
             raise
         self._server = server
@@ -94,7 +109,30 @@ class RouterServer:
             self.router.node_id,
             type(asyncio.get_running_loop()).__module__.split(".")[0],
         )
+        if self._web is not None:
+            log.info(
+                "web listener (Connect, gRPC-Web) on %s:%d",
+                self.config.web_listen.rpartition(":")[0],
+                self.web_port,
+            )
         return self.port
+
+    def _web_listener(self) -> WebListener | None:
+        config = self.config
+        if not config.web_listen:
+            return None
+        app = WebApp(
+            self.service,
+            CorsPolicy(_csv(config.web_cors_origins)),
+            max_request_bytes=config.max_request_bytes,
+            heartbeat_default_ms=config.web_heartbeat_ms or config.heartbeat_ms,
+        )
+        return WebListener(
+            app,
+            config.web_listen,
+            tls=web_tls_context(config),
+            shutdown_grace_s=config.shutdown_grace_s,
+        )
 
     async def _sweep_forever(self) -> None:
         while True:
@@ -116,7 +154,10 @@ class RouterServer:
         log.info("shutting down: ended %d streams, grace %.1fs for in-flight calls", closed, grace)
         if self._sweeper is not None:
             self._sweeper.cancel()
-        await self._server.stop(grace)
+        # Both listeners drain at once: their streams were ended above, and
+        # in-flight emits finish within the grace on either.
+        web, self._web = self._web, None
+        await asyncio.gather(self._server.stop(grace), web.stop() if web else asyncio.sleep(0))
         self._server = None
         await self.ops.stop()
         await self.broker.close()
@@ -161,6 +202,18 @@ def server_credentials(config: ServerConfig) -> grpc.ServerCredentials | None:
     return grpc.ssl_server_credentials(
         [pair], root_certificates=client_ca, require_client_auth=client_ca is not None
     )
+
+
+def web_tls_context(config: ServerConfig) -> ssl.SSLContext | None:
+    """The node's certificate for the web listener too (and its client CA: mTLS)."""
+    if not config.tls_cert:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(config.tls_cert, config.tls_key)
+    if config.tls_client_ca:
+        context.load_verify_locations(config.tls_client_ca)
+        context.verify_mode = ssl.CERT_REQUIRED
+    return context
 
 
 def _csv(value: str) -> list[str]:

@@ -17,7 +17,7 @@ SERVER_COMMANDS = ("serve", "config", "token")
 
 def _serve() -> Callable[[Sequence[str]], int]:
     from eventrouter.server.__main__ import run
-    from eventrouter.server.config_flags import add_serve_arguments
+    from eventrouter.server.config import add_serve_arguments
 
     def serve(argv: Sequence[str]) -> int:
         parser = argparse.ArgumentParser(

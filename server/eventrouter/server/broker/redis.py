@@ -28,7 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Coroutine, Sequence
 from typing import Any
 
 from eventrouter.server.broker.base import (
@@ -46,10 +46,11 @@ from eventrouter.server.broker.redis_scripts import (
     OPEN,
     READ,
     LiveEphemeral,
+    LiveOpen,
     LiveUpdate,
     StreamKeys,
     decode_route,
-    encode_route,
+    emit_call,
     parse_message,
     user_tag,
 )
@@ -251,22 +252,7 @@ class RedisBroker(WatchDelivery, Broker):
 
     def _emit_call(self, user_id: str, items: list[EmitItem]) -> Call:
         keys = StreamKeys(self.settings.prefix, user_tag(user_id))
-        key_list = [keys.epoch, keys.head, keys.log, keys.conns, keys.channel.decode()]
-        args: list[Any] = [new_epoch(), self._max_updates, self._history_ttl_ms, self._window_ms]
-        args.append(len(items))
-        for item in items:
-            idem: str | None
-            if isinstance(item.payload, events_pb2.UpdatePayload):
-                kind, idem = "u", item.payload.id
-            else:
-                kind, idem = "e", item.idempotency_key
-            index = 0
-            if idem is not None and self._window_ms > 0:
-                key_list.append(keys.idem(kind, idem))
-                index = len(key_list) - 5
-            route = encode_route(item.recipient_filter, item.skip_connection_id)
-            args += [kind, index, route, item.payload.SerializeToString()]
-        return key_list, args
+        return emit_call(keys, items, self._max_updates, self._history_ttl_ms, self._window_ms)
 
     # -- connections ------------------------------------------------------------
 
@@ -287,6 +273,9 @@ class RedisBroker(WatchDelivery, Broker):
             # Hence the head read *after* registration is a position without a
             # gap, and live copies of updates up to it (they may arrive while
             # we await) are dropped by push_replay(through_offset=head).
+            # Ephemerals wait for the script's open mark (on_message): those
+            # arriving before it were emitted before the connection opened.
+            connection.opening = True
             self.router.register(connection)
             registered = True
             seen = watch.delivered
@@ -333,7 +322,7 @@ class RedisBroker(WatchDelivery, Broker):
     ) -> tuple[str, int, int, list[Any]]:
         reply = await self.redis.eval(
             OPEN,
-            [keys.epoch, keys.head, keys.log, keys.conns],
+            [keys.epoch, keys.head, keys.log, keys.conns, keys.channel.decode()],
             [
                 new_epoch(),
                 ttl_ms,
@@ -444,6 +433,11 @@ class RedisBroker(WatchDelivery, Broker):
                 frame = wire.ephemeral_frame(message.payload)
                 self.router.deliver_ephemeral(watch.user, frame, target, skip)
             return None
+        if isinstance(message, LiveOpen):
+            opened = self.router.registry.get(message.connection_id)
+            if opened is not None:
+                opened.opening = False
+            return None
         assert isinstance(message, LiveUpdate)
         pending = self.on_update(watch, message)
         if pending is None and self.router.turn_wanted:
@@ -456,12 +450,3 @@ class RedisBroker(WatchDelivery, Broker):
 
     def __repr__(self) -> str:
         return f"RedisBroker({self.settings.url!r}, node={self.router.node_id!r})"
-
-
-def redis_broker(settings: RedisSettings) -> Callable[[EventRouter], Broker]:
-    """A ``RouterServer`` broker factory for these settings."""
-
-    def make(router: EventRouter) -> Broker:
-        return RedisBroker(router, settings)
-
-    return make

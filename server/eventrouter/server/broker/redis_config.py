@@ -1,7 +1,8 @@
 """The ``--broker`` URL: which broker a node uses, and the Redis broker's settings.
 
 Kept free of any Redis import, so validating a configuration costs nothing
-and a single-node deployment never loads the Redis client.
+and a single-node deployment never loads the Redis client; ``factory`` turns
+a URL into the broker it names.
 
 Accepted forms::
 
@@ -27,13 +28,7 @@ from __future__ import annotations
 
 import math
 import urllib.parse
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from eventrouter.server.broker.base import Broker
-    from eventrouter.server.core.router import EventRouter
 
 MEMORY_URL = "memory://"
 
@@ -126,15 +121,3 @@ def parse_broker_url(url: str) -> RedisSettings | None:
 def check_broker_url(url: str) -> None:
     """Raise ValueError unless ``url`` is a valid ``--broker`` value."""
     parse_broker_url(url)
-
-
-def broker_factory(url: str) -> Callable[[EventRouter], Broker]:
-    """What ``RouterServer`` builds its broker with, for a ``--broker`` URL."""
-    settings = parse_broker_url(url)
-    if settings is None:
-        from eventrouter.server.broker.memory import MemoryBroker
-
-        return MemoryBroker
-    from eventrouter.server.broker.redis import redis_broker
-
-    return redis_broker(settings)

@@ -25,7 +25,10 @@ from __future__ import annotations
 
 import functools
 import hashlib
+from collections.abc import Sequence
+from typing import Any
 
+from eventrouter.server.broker.base import EmitItem
 from eventrouter.server.core.filters import (
     ALL_CONNECTIONS,
     AllInterestedInSession,
@@ -35,6 +38,8 @@ from eventrouter.server.core.filters import (
     RecipientFilter,
     UserScopedOnly,
 )
+from eventrouter.server.core.history import new_epoch
+from eventrouter.v1 import events_pb2
 
 CONTROL_TAG = "%ctl"
 
@@ -122,8 +127,18 @@ class LiveEphemeral:
         self.payload = payload
 
 
-def parse_message(data: bytes) -> LiveUpdate | LiveEphemeral:
-    """``u<offset>:<epoch>:<route len>:<route><payload>`` or ``e<route len>:<route><payload>``."""
+class LiveOpen:
+    """A connection of the user opened here, in the user's message order."""
+
+    __slots__ = ("connection_id",)
+
+    def __init__(self, connection_id: str) -> None:
+        self.connection_id = connection_id
+
+
+def parse_message(data: bytes) -> LiveUpdate | LiveEphemeral | LiveOpen:
+    """``u<offset>:<epoch>:<route len>:<route><payload>``, ``e<route len>:<route><payload>``
+    or ``o<connection id>``."""
     if data[:1] == b"u":
         a = data.index(b":", 1)
         b = data.index(b":", a + 1)
@@ -134,6 +149,8 @@ def parse_message(data: bytes) -> LiveUpdate | LiveEphemeral:
         a = data.index(b":", 1)
         end = a + 1 + int(data[1:a])
         return LiveEphemeral(data[a + 1 : end], data[end:])
+    if data[:1] == b"o":
+        return LiveOpen(data[1:].decode())
     raise ValueError(f"unknown message kind {data[:1]!r}")
 
 
@@ -255,9 +272,38 @@ return results
 """
 )
 
+
+def emit_call(
+    keys: StreamKeys,
+    items: Sequence[EmitItem],
+    max_updates: int,
+    history_ttl_ms: int,
+    window_ms: int,
+) -> tuple[list[str], list[Any]]:
+    """EMIT's KEYS and ARGV for one user's items, laid out as the script reads them."""
+    key_list = [keys.epoch, keys.head, keys.log, keys.conns, keys.channel.decode()]
+    args: list[Any] = [new_epoch(), max_updates, history_ttl_ms, window_ms]
+    args.append(len(items))
+    for item in items:
+        idem: str | None
+        if isinstance(item.payload, events_pb2.UpdatePayload):
+            kind, idem = "u", item.payload.id
+        else:
+            kind, idem = "e", item.idempotency_key
+        index = 0
+        if idem is not None and window_ms > 0:
+            key_list.append(keys.idem(kind, idem))
+            index = len(key_list) - 5
+        route = encode_route(item.recipient_filter, item.skip_connection_id)
+        args += [kind, index, route, item.payload.SerializeToString()]
+    return key_list, args
+
+
 # Opening a connection: ensure the epoch, record presence, read the position
-# and (resuming) the log after it, all at one instant.
-# KEYS: epoch, head, log, conns
+# and (resuming) the log after it, all at one instant, and mark that instant
+# in the user's message order ("o<connection>" on the channel): an ephemeral
+# published before the mark was emitted before the connection opened.
+# KEYS: epoch, head, log, conns, channel
 # ARGV: candidate epoch, history ttl ms (0 = none), connection field ("" = no presence),
 #       connection value, node field, presence ttl ms, resume offset (-1 = none)
 # Returns {epoch, head, now ms, entries}.
@@ -275,6 +321,7 @@ end
 if ARGV[3] ~= '' then
   redis.call('HSET', KEYS[4], ARGV[3], ARGV[4], ARGV[5], now + presence_ttl)
   redis.call('PEXPIRE', KEYS[4], presence_ttl)
+  redis.call('SPUBLISH', KEYS[5], 'o' .. string.sub(ARGV[3], 3))
 end
 local after = tonumber(ARGV[7])
 local entries = {}

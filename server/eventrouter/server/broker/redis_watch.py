@@ -288,6 +288,10 @@ class WatchDelivery(abc.ABC):
         for channel in channels:
             watch = self.by_channel.get(channel)
             if watch is not None:
+                # Open marks published while the subscription was down are
+                # lost: let those connections have ephemerals from now on.
+                for connection in self.router.registry.of_user(watch.user):
+                    connection.opening = False
                 after = watch.recover_from()
                 if after is not None:
                     reads.append((watch, after))

@@ -33,6 +33,10 @@ class _ConnectionBase:
     # On resume, the id this client held before: an update that skipped it
     # (the client's own emit) is not replayed to this connection either.
     previous_connection_id: str | None = field(default=None, repr=False)
+    # Cluster: registered on this node, but the broker has not yet seen the
+    # moment it opened in the user's message order; ephemerals emitted before
+    # that moment must not reach it (see broker/redis.py).
+    opening: bool = field(default=False, repr=False)
 
 
 @dataclass(eq=False, slots=True)

@@ -172,7 +172,7 @@ def check_depth(payload: Message, data: bytes, field: str, limit: int = MAX_PAYL
     # those bytes (more may be in strings: counting more only loosens it)
     # bounds the levels below the deepest place a Value can start.
     bound = plan.reach + 2 + 2 * data.count(b"2") + 3 * data.count(b"*")
-    if bound <= limit:
+    if max(bound, plan.static) <= limit:
         return
     depth = message_depth(payload)
     if depth > limit:

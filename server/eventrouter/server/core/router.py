@@ -390,8 +390,13 @@ class EventRouter:
     def deliver_ephemeral(
         self, user_id: str, frame: bytes, target: RecipientFilter, skip: str | None
     ) -> int:
-        """Queue an encoded ephemeral event to this node's matching connections."""
-        return self._push_ephemeral(self.registry.select(user_id, target, skip), frame)
+        """Queue an encoded ephemeral event to this node's matching connections.
+
+        Connections still ``opening`` are left out: the event was emitted
+        before they opened (a broker delivers it after their open otherwise).
+        """
+        recipients = [c for c in self.registry.select(user_id, target, skip) if not c.opening]
+        return self._push_ephemeral(recipients, frame)
 
     def _push_ephemeral(self, recipients: list[ClientConnection], frame: bytes) -> int:
         reached = 0

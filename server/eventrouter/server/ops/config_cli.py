@@ -26,9 +26,9 @@ from eventrouter.server.config import (
     ConfigError,
     ResolvedConfig,
     ServerConfig,
+    add_serve_arguments,
     resolve_config,
 )
-from eventrouter.server.config_flags import add_serve_arguments
 
 REDACTED = "<redacted>"
 # Fields that hold a path to a file (the secret is in the file, not the value).

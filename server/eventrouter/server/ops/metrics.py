@@ -1,7 +1,7 @@
 """Prometheus metrics, read from the router's own counters at scrape time.
 
 The routing core imports no metrics library and pays for plain integer
-increments only (``RouterStats``, ``EventRouterService.emit_counts``,
+increments only (``RouterStats``, ``Handlers.emit_counts``,
 ``core.stats.Histogram``).  ``RouterCollector`` is a custom prometheus_client
 collector that turns those counters into metric families when Prometheus
 scrapes, so the emit path never touches a labelled metric.
@@ -58,7 +58,7 @@ from eventrouter.server.core.connections import (
 )
 from eventrouter.server.core.router import EventRouter
 from eventrouter.server.core.stats import Histogram
-from eventrouter.server.service import EventRouterService
+from eventrouter.server.handlers import Handlers
 
 PREFIX = "eventrouter_"
 SCOPES = ("user", "session", "machine")
@@ -83,7 +83,7 @@ class MetricsSource(Protocol):
     def router(self) -> EventRouter: ...
 
     @property
-    def service(self) -> EventRouterService: ...
+    def service(self) -> Handlers: ...
 
 
 def scope_of(connection: ClientConnection) -> str:

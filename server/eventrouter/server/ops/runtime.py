@@ -1,6 +1,7 @@
 """Everything a node runs to be operated: health, reflection, metrics, status page.
 
-``RouterServer`` owns one ``Operability`` and calls it at five points:
+``RouterServer`` owns one ``Operability`` and calls it at five points (it
+imports this module; this module knows it only as an ``OperatedNode``):
 ``add_services`` and ``listen`` (the HTTP address) before the gRPC server
 starts, ``start`` after, then ``begin_shutdown`` first thing in a graceful
 stop and ``stop`` last.
@@ -21,7 +22,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from grpc_health.v1 import health_pb2, health_pb2_grpc  # type: ignore[import-untyped]
 from grpc_health.v1._async import (  # type: ignore[import-untyped]
@@ -31,17 +32,16 @@ from grpc_reflection.v1alpha import reflection  # type: ignore[import-untyped]
 from prometheus_client.exposition import choose_encoder
 
 from eventrouter.server.binding import listen_error
+from eventrouter.server.config import ServerConfig
+from eventrouter.server.handlers import SERVICE_NAME
 from eventrouter.server.ops.http import HttpServer, Request, Response, split_host_port
 from eventrouter.server.ops.logs import UserIdHasher
-from eventrouter.server.ops.metrics import build_registry
+from eventrouter.server.ops.metrics import MetricsSource, build_registry
 from eventrouter.server.ops.status import StatusTracker
 from eventrouter.server.ops.status_page import CONTENT_SECURITY_POLICY, PAGE
-from eventrouter.server.service import SERVICE_NAME
 
 if TYPE_CHECKING:
     import grpc
-
-    from eventrouter.server.app import RouterServer
 
 log = logging.getLogger("eventrouter.server.ops")
 
@@ -78,10 +78,21 @@ class HealthServicer(_GrpcHealthServicer):  # type: ignore[misc]
         )
 
 
+class OperatedNode(MetricsSource, Protocol):
+    """What ``Operability`` reads of the node it serves (a ``RouterServer``)."""
+
+    @property
+    def config(self) -> ServerConfig: ...
+
+    def is_healthy(self) -> bool:
+        """Whether the node can do its job now; health status follows it."""
+        ...
+
+
 class Operability:
     """Health checking, server reflection, and the metrics/status HTTP endpoint of one node."""
 
-    def __init__(self, server: RouterServer) -> None:
+    def __init__(self, server: OperatedNode) -> None:
         self.server = server
         config = server.config
         self.health = HealthServicer()
@@ -205,4 +216,5 @@ __all__ = [
     "LIVENESS_SERVICE",
     "HealthServicer",
     "Operability",
+    "OperatedNode",
 ]

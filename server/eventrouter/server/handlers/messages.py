@@ -1,38 +1,25 @@
-"""Translations at the gRPC edge: statuses, protobuf conversions, request parsing.
+"""The contract's messages built from the router's results, and labels for metrics.
 
-Small pure helpers the servicer (``service.py``) uses, kept apart so that the
-servicer reads as the request flow only.
+Pure functions, shared by every protocol: what a response says does not
+depend on how it travels.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from collections.abc import Sequence
 
-import grpc
-from google.protobuf.message import DecodeError, Message
-
-from eventrouter.server.auth import AuthError, Subscriber
+from eventrouter.server.auth import Subscriber
 from eventrouter.server.core import wire
 from eventrouter.server.core.connections import (
     ClientConnection,
     MachineScopedConnection,
     SessionScopedConnection,
 )
-from eventrouter.server.core.queue import CloseReason
 from eventrouter.server.core.router import EmitResult, OpenResult, ResumeStatus
-from eventrouter.server.core.validation import PayloadTooLarge, RequestError
+from eventrouter.server.core.validation import PayloadTooLarge, RequestError, scope_to_proto
 from eventrouter.v1 import router_service_pb2 as pb
 from eventrouter.v1 import routing_pb2 as rt
-
-CLOSE_STATUS = {
-    CloseReason.TOO_SLOW: grpc.StatusCode.RESOURCE_EXHAUSTED,
-    CloseReason.SHUTDOWN: grpc.StatusCode.UNAVAILABLE,
-    CloseReason.DISCONNECTED: grpc.StatusCode.UNAVAILABLE,
-    CloseReason.REVOKED: grpc.StatusCode.PERMISSION_DENIED,
-    CloseReason.CREDENTIAL_EXPIRED: grpc.StatusCode.UNAUTHENTICATED,
-}
 
 RESUME_STATUS = {
     ResumeStatus.NOT_REQUESTED: pb.RESUME_STATUS_NOT_REQUESTED,
@@ -47,29 +34,32 @@ def resume_failure(result: OpenResult) -> pb.ResumeFailure.ValueType:
     return pb.ResumeFailure.Value("RESUME_FAILURE_" + result.failure.name)
 
 
-def lenient_parser(kind: type[Message]) -> Callable[[bytes], Message | None]:
-    """``kind.FromString`` that answers None instead of raising on bad bytes."""
+def opened_frame(
+    connection: ClientConnection, opened: OpenResult, heartbeat_ms: int, node_id: str
+) -> bytes:
+    """The stream's first event, ``ConnectionOpened``, as a ``SubscribeResponse`` frame."""
+    event = pb.StreamEvent(
+        opened=pb.ConnectionOpened(
+            connection_id=connection.connection_id,
+            user_id=connection.user_id,
+            scope=scope_to_proto(connection),
+            opened_at_ms=connection.opened_at_ms,
+            resume=pb.ResumeResult(
+                status=RESUME_STATUS[opened.status],
+                failure=resume_failure(opened),
+                replayed=opened.replayed,
+            ),
+            position=pb.StreamPosition(offset=opened.offset, epoch=opened.epoch),
+            heartbeat_interval_ms=heartbeat_ms,
+            node_id=node_id,
+        )
+    )
+    return wire.event_frame(event.SerializeToString())
 
-    def parse(data: bytes) -> Message | None:
-        try:
-            return kind.FromString(data)
-        except DecodeError:
-            return None
 
-    return parse
-
-
-def parsed_or_refused(
-    handler: Callable[[Any, Any], Awaitable[Any]], kind: type[Message]
-) -> Callable[[Any, Any], Awaitable[Any]]:
-    name = kind.DESCRIPTOR.full_name
-
-    async def handle(request: Message | None, context: Any) -> Any:
-        if request is None:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"request: not a valid {name}")
-        return await handler(request, context)
-
-    return handle
+def heartbeat_frame() -> bytes:
+    event = pb.StreamEvent(heartbeat=pb.Heartbeat(server_time_ms=time.time_ns() // 1_000_000))
+    return wire.event_frame(event.SerializeToString())
 
 
 def emit_response(result: EmitResult) -> pb.EmitResponse:
@@ -130,11 +120,6 @@ def log_context(connection: ClientConnection) -> dict[str, str]:
     return {"connection_id": connection.connection_id, "user_id": connection.user_id}
 
 
-def peer_auth(context: Any) -> dict[str, list[bytes]]:
-    auth_context: dict[str, list[bytes]] = context.auth_context()
-    return auth_context
-
-
 def scope_denied(subscriber: Subscriber, connection: ClientConnection) -> str:
     """Why a restricted credential may not open this connection ("" when it may)."""
     if subscriber.machine_id is not None and not (
@@ -152,24 +137,3 @@ def scope_denied(subscriber: Subscriber, connection: ClientConnection) -> str:
             f"token only allows the session-scoped connection of session {subscriber.session_id!r}"
         )
     return ""
-
-
-def heartbeat_frame() -> bytes:
-    event = pb.StreamEvent(heartbeat=pb.Heartbeat(server_time_ms=time.time_ns() // 1_000_000))
-    return wire.event_frame(event.SerializeToString())
-
-
-async def abort_request_status(context: Any, error: RequestError) -> None:
-    code = (
-        grpc.StatusCode.RESOURCE_EXHAUSTED
-        if isinstance(error, PayloadTooLarge)
-        else grpc.StatusCode.INVALID_ARGUMENT
-    )
-    await context.abort(code, str(error))
-
-
-async def abort_auth(context: Any, error: AuthError) -> None:
-    code = (
-        grpc.StatusCode.PERMISSION_DENIED if error.permission else grpc.StatusCode.UNAUTHENTICATED
-    )
-    await context.abort(code, error.message)
