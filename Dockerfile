@@ -70,7 +70,9 @@ ENV PATH=/opt/eventrouter/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1
 # gRPC (EventRouterService, grpc.health.v1.Health, reflection) and HTTP
-# (/metrics, status page at /, /status.json).
+# (/metrics, status page at /, /status.json). The web listener for browsers
+# (Connect, gRPC-Web) is off unless EVENTROUTER_WEB_LISTEN is set, e.g. to
+# 0.0.0.0:8080 as deploy/kubernetes does.
 EXPOSE 50051 9464
 # The standard gRPC health service, asked over plaintext on the default port
 # by the image's own CLI (exit 0 when SERVING). With TLS, add --tls-ca; with

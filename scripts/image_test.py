@@ -11,7 +11,9 @@ loopback ports), then checks, printing each step:
 3. the README walk-through against it: tokens minted inside the container
    from its generated keys file, ``eventrouter subscribe`` here as alice,
    ``eventrouter emit`` here as the service, and alice's subscriber prints
-   the update; the status page and /metrics answer;
+   the update; the web listener (turned on with EVENTROUTER_WEB_LISTEN)
+   lists her connection over the Connect protocol; the status page and
+   /metrics answer;
 4. the drain: ``podman stop`` (SIGTERM) ends alice's stream with
    UNAVAILABLE, which she reports and retries, and the node exits 0.
 
@@ -33,6 +35,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from tests.e2e.cli_helpers import Lines, stop
+from tests.support.web import connect_call
 
 EVENTROUTER = str(Path(sys.executable).parent / "eventrouter")
 SERVICE = "eventrouter.v1.EventRouterService"
@@ -105,7 +108,7 @@ def http_get(url: str) -> str:
     return body.decode()
 
 
-def walk_through(box: Container, target: str, metrics: str) -> None:
+def walk_through(box: Container, target: str, metrics: str, web: str) -> None:
     alice_token = box.exec("eventrouter", "token", "--user", "alice")
     service_token = box.exec("eventrouter", "token", "--service")
     step("minted alice's and the service's tokens inside the container (its keys file)")
@@ -129,6 +132,8 @@ def walk_through(box: Container, target: str, metrics: str) -> None:
         expect(json.loads(emitted.stdout)["reached"] == 1, "the emit reached alice's stream")
         received = out.next_json(timeout=20)
         expect(received["update"] == UPDATE, f"alice received it: {json.dumps(received)}")
+        listed = connect_call(web, "GetConnections", {"userId": "alice"}, service_token)
+        expect(len(listed["connections"]) == 1, "the web listener lists alice's connection")
         expect("eventrouter" in http_get(f"http://{metrics}/"), "status page answers")
         expect(
             "eventrouter_open_streams" in http_get(f"http://{metrics}/metrics"), "/metrics answers"
@@ -153,11 +158,12 @@ def main() -> None:
     step(f"starting {args.image} as {box.name}")
     box.run(
         "run", "--detach", "--name", box.name, "--publish", "127.0.0.1::50051",
-        "--publish", "127.0.0.1::9464", *shlex.split(args.run_flags), args.image,
+        "--publish", "127.0.0.1::9464", "--publish", "127.0.0.1::8080",
+        "--env", "EVENTROUTER_WEB_LISTEN=0.0.0.0:8080", *shlex.split(args.run_flags), args.image,
     )  # fmt: skip
     try:
-        target, metrics = box.port(50051), box.port(9464)
-        step(f"gRPC on {target}, HTTP on {metrics}")
+        target, metrics, web = box.port(50051), box.port(9464), box.port(8080)
+        step(f"gRPC on {target}, metrics on {metrics}, web listener on {web}")
         wait_serving(target)
         liveness = cli("health", "--target", target, "--service", "liveness", "--timeout", "2")
         expect(liveness.returncode == 0, "liveness is SERVING (what Kubernetes probes)")
@@ -169,7 +175,7 @@ def main() -> None:
         expect(box.exec("sh", "-c", "command -v pip pip3 || true") == "", "no pip either")
         version = box.exec("eventrouter", "--version")
         expect(version.startswith("eventrouter ") and "contract" in version, version)
-        walk_through(box, target, metrics)
+        walk_through(box, target, metrics, web)
     except BaseException:
         logs = box.run("logs", "--tail", "30", box.name, check=False)
         print(logs.stdout + logs.stderr, file=sys.stderr)

@@ -43,8 +43,12 @@ RESOURCES = {
 }
 
 
+def _all(kind: str) -> list[dict[str, Any]]:
+    return [doc for doc in RESOURCES.values() if doc["kind"] == kind]
+
+
 def _by_kind(kind: str) -> dict[str, Any]:
-    (found,) = [doc for doc in RESOURCES.values() if doc["kind"] == kind]
+    (found,) = _all(kind)
     return found
 
 
@@ -109,6 +113,7 @@ def test_every_setting_is_a_server_setting_with_a_valid_value() -> None:
     ports = {p["name"]: p["containerPort"] for p in CONTAINER["ports"]}
     assert config.listen == f"0.0.0.0:{ports['grpc']}"
     assert config.metrics_listen == f"0.0.0.0:{ports['http']}"
+    assert config.web_listen == f"0.0.0.0:{ports['web']}"
 
 
 def test_the_memory_limit_holds_the_stream_cap_at_the_measured_cost() -> None:
@@ -131,8 +136,21 @@ def test_selectors_ports_and_user_agree() -> None:
     assert service["spec"]["selector"] == labels
     port_names = {p["name"] for p in CONTAINER["ports"]}
     assert {p["targetPort"] for p in service["spec"]["ports"]} == port_names
-    backend = _by_kind("Ingress")["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]
-    assert backend == {"name": service["metadata"]["name"], "port": {"name": "grpc"}}
+    # gRPC and the web listener (Connect, gRPC-Web) share their paths: one host each.
+    protocols = {"grpc": "GRPC", "web": None}
+    ingresses = {}
+    for ingress in _all("Ingress"):
+        (rule,) = ingress["spec"]["rules"]
+        (path,) = rule["http"]["paths"]
+        assert path["path"] == f"/{SERVICE_NAME}/"
+        backend = path["backend"]["service"]
+        assert backend["name"] == service["metadata"]["name"]
+        port = backend["port"]["name"]
+        annotations = ingress["metadata"]["annotations"]
+        assert annotations.get("nginx.ingress.kubernetes.io/backend-protocol") == protocols[port]
+        ingresses[port] = rule["host"]
+    assert set(ingresses) == set(protocols)
+    assert len(set(ingresses.values())) == len(ingresses)
     dockerfile = (ROOT / "Dockerfile").read_text()
     assert f"USER {POD['securityContext']['runAsUser']}:" in dockerfile
 

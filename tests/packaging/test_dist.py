@@ -30,6 +30,7 @@ import pytest
 from tests.e2e.cli_helpers import Lines, stop
 from tests.e2e.client_helpers import free_port
 from tests.packaging.conftest import ROOT, Dist
+from tests.support.web import connect_call
 
 INSTALL_TIMEOUT_S = 300
 UPDATE = {
@@ -98,12 +99,27 @@ def installed(dist: Dist, tmp_path_factory: pytest.TempPathFactory) -> Installed
     return Installed(venv, home, env)
 
 
+@dataclass(frozen=True)
+class Node:
+    target: str  # gRPC
+    metrics: str  # /metrics, the status page
+    web: str  # the web listener (Connect, gRPC-Web)
+
+
 @pytest.fixture(scope="module")
-def node(installed: Installed) -> Iterator[tuple[str, str]]:
-    """``eventrouter serve`` of the installed wheel: (gRPC target, metrics address)."""
-    target, metrics = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
+def node(installed: Installed) -> Iterator[Node]:
+    """``eventrouter serve`` of the installed wheel, every listener on."""
+    node = Node(*(f"127.0.0.1:{free_port()}" for _ in range(3)))
+    listeners = [
+        "--listen",
+        node.target,
+        "--metrics-listen",
+        node.metrics,
+        "--web-listen",
+        node.web,
+    ]
     process = subprocess.Popen(
-        installed.eventrouter("serve", "--listen", target, "--metrics-listen", metrics),
+        installed.eventrouter("serve", *listeners),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
@@ -113,11 +129,11 @@ def node(installed: Installed) -> Iterator[tuple[str, str]]:
     log = Lines(process.stderr)
     try:
         deadline = time.monotonic() + 30
-        while installed.run("health", "--target", target, "--timeout", "1").returncode != 0:
+        while installed.run("health", "--target", node.target, "--timeout", "1").returncode:
             assert process.poll() is None, f"serve exited: {log.rest()}"
             assert time.monotonic() < deadline, "serve never became SERVING"
             time.sleep(0.2)
-        yield target, metrics
+        yield node
     finally:
         stop(process, log)
 
@@ -156,10 +172,8 @@ def test_everything_is_imported_from_the_venv_with_its_package_data(
     assert not missing, f"package data not installed: {missing}"
 
 
-def test_the_walk_through_runs_from_the_installed_wheel(
-    installed: Installed, node: tuple[str, str]
-) -> None:
-    target, metrics = node
+def test_the_walk_through_runs_from_the_installed_wheel(installed: Installed, node: Node) -> None:
+    target, metrics = node.target, node.metrics
     alice_token = installed.run("token", "--user", "alice").stdout.strip()
     service_token = installed.run("token", "--service").stdout.strip()
     alice = subprocess.Popen(
@@ -180,6 +194,9 @@ def test_the_walk_through_runs_from_the_installed_wheel(
         assert emitted.returncode == 0, emitted.stderr
         assert json.loads(emitted.stdout)["reached"] == 1
         assert out.next_json(timeout=20)["update"] == UPDATE
+        # The web listener (uvicorn, in the server extra) serves the same router.
+        listed = connect_call(node.web, "GetConnections", {"userId": "alice"}, service_token)
+        assert len(listed["connections"]) == 1
     finally:
         stop(alice, out, err)
     with urllib.request.urlopen(f"http://{metrics}/", timeout=10) as page:
