@@ -19,6 +19,8 @@ PIP_LOCKED := $(PY) -m pip install --quiet --require-hashes --no-deps
 # missing package then skip, naming it (under CI=true they fail instead).
 APT ?= yes
 APT_INSTALL := scripts/apt_install.sh "$(APT)"
+# A literal comma, for use inside $(if ...).
+comma := ,
 
 PROTO_DIR := protos
 PROTOS    := $(wildcard $(PROTO_DIR)/eventrouter/v1/*.proto)
@@ -193,3 +195,46 @@ bench: bench-deps  ## full benchmark vs Socket.IO and bare grpc.aio (~8-10 min);
 bench-quick: bench-deps  ## the benchmark at tiny sizes (what tests/bench runs)
 	$(PY) bench/run.py --quick $(BENCH_ARGS)
 	@echo "bench-quick: results in bench/results/ (latest.md, latest.json, latest.png)"
+
+# --- packaging and deployment ---
+.PHONY: dist image image-test image-deps
+
+dist: $(STAMP)  ## build the sdist and the wheel into dist/ (what tests/packaging/test_dist.py installs)
+	rm -rf dist
+	$(PY) -m build --no-isolation --outdir dist .
+	@ls dist
+
+# The image is built with buildah and run with podman (no Docker engine runs
+# on the build machines here; `docker build .` takes the same Dockerfile).
+# What works on those machines (Debian 12 VM, root, cgroup v1 with a v2
+# mount beside it): runc, since crun refuses that hybrid cgroup layout;
+# rlimits no higher than the VM's hard limits, since podman's default nofile
+# of 1048576 is refused without CAP_SYS_RESOURCE; the kernel's overlay
+# storage driver.  Docker Hub is not reachable there either, so the base is
+# built from Debian's packages (scripts/build_base_image.sh, debootstrap);
+# elsewhere: make image BASE_IMAGE=docker.io/library/python:3.11-slim-bookworm
+IMAGE      ?= localhost/eventrouter:dev
+BASE_IMAGE ?= localhost/eventrouter-base:bookworm
+CONTAINER_RUNTIME ?= runc
+CONTAINER_ULIMITS ?= --ulimit nofile=16384:16384 --ulimit nproc=16384:16384
+# A TLS-intercepting proxy's CA reaches pip in the build as a secret (not a layer).
+CA_BUNDLE  ?= $(firstword $(wildcard $(PIP_CERT) /etc/ssl/certs/ca-certificates.crt))
+
+image-deps:  ## install Debian's buildah, podman, runc and debootstrap (APT=no: never)
+	@if ! command -v buildah >/dev/null 2>&1 || ! command -v podman >/dev/null 2>&1 \
+	    || ! command -v runc >/dev/null 2>&1 || ! command -v debootstrap >/dev/null 2>&1; then \
+	  $(APT_INSTALL) image-deps "buildah, podman, runc and debootstrap (about 90 MB; make image)" \
+	    buildah podman runc debootstrap; \
+	fi
+
+image: image-deps  ## build the container image (IMAGE=localhost/eventrouter:dev) with buildah, docker format
+	@if [ "$(BASE_IMAGE)" = localhost/eventrouter-base:bookworm ] && ! podman image exists $(BASE_IMAGE); then \
+	  scripts/build_base_image.sh $(BASE_IMAGE); \
+	fi
+	buildah build --layers --format docker --runtime $(CONTAINER_RUNTIME) $(CONTAINER_ULIMITS) \
+	  $(if $(CA_BUNDLE),--secret id=ca-bundle$(comma)src=$(CA_BUNDLE)) \
+	  --build-arg BASE_IMAGE=$(BASE_IMAGE) --tag $(IMAGE) .
+
+image-test: image $(STAMP)  ## run the image: gRPC health, token -> subscribe -> emit, drain on stop
+	PYTHONPATH=. $(PY) scripts/image_test.py $(IMAGE) \
+	  --podman "podman --runtime $(CONTAINER_RUNTIME)" --run-flags "$(CONTAINER_ULIMITS)"

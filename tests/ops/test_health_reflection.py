@@ -1,7 +1,8 @@
 """gRPC health checking and server reflection on a real server.
 
 Health follows ``RouterServer.is_healthy()`` (checked every health_interval_s)
-and turns NOT_SERVING for good during a graceful stop; reflection lists the
+and turns NOT_SERVING for good during a graceful stop; ``liveness`` ignores
+``is_healthy()`` and turns NOT_SERVING only then; reflection lists the
 router, health and reflection services and resolves the router's methods.
 """
 
@@ -21,6 +22,7 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (  # ty
 
 from eventrouter.server import RouterServer
 from eventrouter.server.handlers import SERVICE_NAME
+from eventrouter.server.ops.runtime import LIVENESS_SERVICE
 from tests.support.model import wait_until
 from tests.support.servers import running_server
 
@@ -77,12 +79,14 @@ async def test_list_reports_every_service_without_an_error_logged(
     assert {name: r.status for name, r in listed.statuses.items()} == {
         "": SERVING,
         SERVICE_NAME: SERVING,
+        LIVENESS_SERVICE: SERVING,
     }
     monkeypatch.setattr(server, "is_healthy", lambda: False)
 
     async def listed_not_serving() -> bool:
         listed = await health.List(health_pb2.HealthListRequest(), timeout=5)
-        return {r.status for r in listed.statuses.values()} == {NOT_SERVING}
+        statuses = {name: r.status for name, r in listed.statuses.items()}
+        return statuses == {"": NOT_SERVING, SERVICE_NAME: NOT_SERVING, LIVENESS_SERVICE: SERVING}
 
     await wait_until(listed_not_serving, what="List to follow is_healthy()")
     assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []
@@ -97,6 +101,8 @@ async def test_status_follows_is_healthy(
     monkeypatch.setattr(server, "is_healthy", lambda: False)
     assert await next_status(watch) == NOT_SERVING
     assert await check(health, "") == NOT_SERVING
+    # A broker outage takes the node out of rotation; liveness probes keep it running.
+    assert await check(health, LIVENESS_SERVICE) == SERVING
 
     monkeypatch.setattr(server, "is_healthy", lambda: True)
     assert await next_status(watch) == SERVING
@@ -127,7 +133,7 @@ async def test_not_serving_during_graceful_stop() -> None:
         health = health_pb2_grpc.HealthStub(channel)
         watches = {
             name: health.Watch(health_pb2.HealthCheckRequest(service=name))
-            for name in ("", SERVICE_NAME)
+            for name in ("", SERVICE_NAME, LIVENESS_SERVICE)
         }
         for watch in watches.values():
             assert await next_status(watch) == SERVING

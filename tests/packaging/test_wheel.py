@@ -1,49 +1,26 @@
-"""Build the wheel and check what it holds.
+"""Check what the wheel of ``make dist`` holds (built once per session: conftest.py).
 
 setuptools silently drops a subpackage missing from ``[tool.setuptools]
 packages``, so the expected contents are computed from the source tree: a new
 module under client/eventrouter or server/eventrouter that the wheel lacks
-fails here.  The build runs offline (``--no-isolation``: the venv's setuptools)
-on a copy of the repository, so the working tree gets no build/ or egg-info.
+fails here.
 """
 
 from __future__ import annotations
 
 import configparser
-import importlib.util
-import os
-import shutil
-import subprocess
-import sys
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from tests.packaging.conftest import Dist
+
 ROOT = Path(__file__).resolve().parents[2]
 SOURCE_ROOTS = (ROOT / "client", ROOT / "server")
 NAMESPACE = "eventrouter"
 CONSOLE_SCRIPT = "eventrouter"
-BUILD_TIMEOUT_S = 120
-
-# Never copied into the build tree (big, irrelevant or build by-products).
-_SKIP_TOP = {".git", ".venv", "node_modules", "build", "dist"}
-_SKIP_ANY = shutil.ignore_patterns(
-    "__pycache__",
-    "*.pyc",
-    "*.egg-info",
-    ".pytest_cache",
-    ".mypy_cache",
-    ".ruff_cache",
-    ".hypothesis",
-)
-
-pytestmark = pytest.mark.timeout(BUILD_TIMEOUT_S + 30)
-
-
-def _in_ci() -> bool:
-    return os.environ.get("CI", "").strip().lower() in {"1", "true", "yes"}
 
 
 @dataclass(frozen=True)
@@ -57,48 +34,13 @@ class Wheel:
             return zf.read(name).decode("utf-8")
 
 
-def _ignore(directory: str, names: list[str]) -> set[str]:
-    skipped = set(_SKIP_ANY(directory, names))
-    if Path(directory) == ROOT:
-        skipped |= _SKIP_TOP & set(names)
-    return skipped
-
-
 @pytest.fixture(scope="module")
-def wheel(tmp_path_factory: pytest.TempPathFactory) -> Wheel:
-    for module, package in (("build", "build"), ("setuptools", "setuptools")):
-        if importlib.util.find_spec(module) is None:
-            message = f"the `{package}` package is not installed in this Python: run `make venv`"
-            if _in_ci():
-                pytest.fail(f"{message} (CI=true: a missing tool is a failure, not a skip)")
-            pytest.skip(message)
-    base = tmp_path_factory.mktemp("wheel")
-    src, out = base / "src", base / "dist"
-    shutil.copytree(ROOT, src, ignore=_ignore, symlinks=True)
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "build",
-            "--wheel",
-            "--no-isolation",
-            "--outdir",
-            str(out),
-            str(src),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=BUILD_TIMEOUT_S,
-        check=False,
-    )
-    assert result.returncode == 0, f"wheel build failed:\n{result.stdout}\n{result.stderr}"
-    wheels = sorted(out.glob("*.whl"))
-    assert len(wheels) == 1, f"expected one wheel, got {wheels}"
-    with zipfile.ZipFile(wheels[0]) as zf:
+def wheel(dist: Dist) -> Wheel:
+    with zipfile.ZipFile(dist.wheel) as zf:
         names = frozenset(zf.namelist())
     dist_infos = {n.split("/", 1)[0] for n in names if n.split("/", 1)[0].endswith(".dist-info")}
     assert len(dist_infos) == 1, dist_infos
-    return Wheel(wheels[0], names, dist_infos.pop())
+    return Wheel(dist.wheel, names, dist_infos.pop())
 
 
 def _expected_files() -> set[str]:

@@ -10,20 +10,19 @@ token --service``, and a subscriber of alice's must receive the update.
 
 from __future__ import annotations
 
-import asyncio
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from eventrouter.client import EventRouterClient, UpdateReceived, user_scope
+from eventrouter.client import EventRouterClient, user_scope
 from tests.e2e.cli_helpers import ENV, needs_console_script, run, serve
+from tests.support.nodejs import TIMEOUT_S, node_emit_reaches
 from tests.support.readme import examples
 
 pytestmark = needs_console_script
 
 ROOT = Path(__file__).resolve().parents[2]
-TIMEOUT_S = 30.0
 
 
 @pytest.fixture
@@ -45,25 +44,10 @@ async def test_the_node_snippet_emits_to_alice(node: str, demo: Path, tmp_path: 
             EventRouterClient(target, token=alice) as client,
             client.subscribe(user_scope()) as subscription,
         ):
-            process = await asyncio.create_subprocess_exec(
-                node,
-                "emit.mjs",
-                cwd=demo,
-                env={
-                    **env,
-                    "EVENTROUTER_PROTOS": str(ROOT / "protos"),
-                    "EVENTROUTER_TARGET": target,
-                    "SERVICE_TOKEN": service,
-                },
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE,
+            env |= {"EVENTROUTER_PROTOS": str(ROOT / "protos"), "EVENTROUTER_TARGET": target}
+            event = await node_emit_reaches(
+                node, demo, env | {"SERVICE_TOKEN": service}, subscription
             )
-            async with asyncio.timeout(TIMEOUT_S):
-                out, err = await process.communicate()
-                assert process.returncode == 0, (out, err)
-                assert "reached: 1" in out.decode(), out
-                event = await anext(subscription)
-    assert isinstance(event, UpdateReceived)
     assert event.payload.body.delete_session.session_id == "sess_1"
     assert event.position.offset == 1
 

@@ -1,10 +1,11 @@
-"""The README's runnable examples and their expected output, by name.
+"""The README's runnable examples, their expected output and its config files, by name.
 
 A block marked ``<!-- readme-example: NAME -->`` is code the suite runs as
 written; one marked ``<!-- readme-output: NAME -->`` is what example NAME
 must print; one marked ``<!-- readme-config: NAME -->`` is a configuration
 file a test runs (``nginx``: tests/browser/test_proxy.py). A README that lies
-fails the suite.
+fails the suite. docs/deploy.md marks its own the same way, as
+``<!-- deploy-example: NAME -->``.
 """
 
 from __future__ import annotations
@@ -13,17 +14,15 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-README = Path(__file__).resolve().parents[2] / "README.md"
-_BLOCK = re.compile(
-    r"<!-- readme-(example|output|config): (\S+) -->\n```(\w*)\n(.*?)```", re.DOTALL
-)
+ROOT = Path(__file__).resolve().parents[2]
+README = ROOT / "README.md"
+DEPLOY = ROOT / "docs" / "deploy.md"
+_BLOCK = r"<!-- {prefix}-(example|output|config): (\S+) -->\n```(\w*)\n(.*?)```"
 
 # Where each example runs: unit (no server) or against a real server (ts-browser: bundled
 # for browsers, and run against the web listener once `serve` has one).
 OFFLINE = frozenset({"codec", "forward-compat"})
 SERVED = frozenset({"clients", "node", "ts-node", "ts-browser"})
-# Configuration the suite runs: nginx before the web listener (tests/browser/test_proxy.py).
-CONFIGS = frozenset({"nginx"})
 
 
 @dataclass(frozen=True)
@@ -32,10 +31,15 @@ class Example:
     code: str
 
 
-def examples() -> dict[str, Example]:
+def _blocks(path: Path, prefix: str) -> list[tuple[str, str, str, str]]:
+    pattern = re.compile(_BLOCK.format(prefix=prefix), re.DOTALL)
+    return pattern.findall(path.read_text())
+
+
+def examples(path: Path = README, prefix: str = "readme") -> dict[str, Example]:
     return {
         name: Example(language, body)
-        for kind, name, language, body in _BLOCK.findall(README.read_text())
+        for kind, name, language, body in _blocks(path, prefix)
         if kind == "example"
     }
 
@@ -49,8 +53,4 @@ def configs() -> dict[str, str]:
 
 
 def _bodies(kind: str) -> dict[str, str]:
-    return {
-        name: body
-        for found, name, _language, body in _BLOCK.findall(README.read_text())
-        if found == kind
-    }
+    return {name: body for found, name, _lang, body in _blocks(README, "readme") if found == kind}

@@ -11,7 +11,8 @@ that does not parse), 130 when interrupted.
 
 Modules: ``common`` (output, connection options), ``subscribe``,
 ``service`` (emit, connections, disconnect, health), ``server`` (serve,
-config, token), ``diagnose`` (hints for the errors newcomers meet).
+config, token), ``keys`` (signing keys for token issuers), ``diagnose``
+(hints for the errors newcomers meet).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from eventrouter.client._calls import EventRouterError
-from eventrouter.client._cli import server, service, subscribe
+from eventrouter.client._cli import keys, server, service, subscribe
 from eventrouter.client._cli.common import PROG, CommandFailed, HelpFormatter, UsageError
 from eventrouter.client._cli.diagnose import explain
 from eventrouter.v1 import router_service_pb2 as pb
@@ -58,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     server.add_placeholders(commands)
     subscribe.add_parser(commands)
     service.add_parsers(commands)
+    keys.add_parser(commands)
     return parser
 
 

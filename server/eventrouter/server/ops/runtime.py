@@ -11,6 +11,9 @@ Health (grpc.health.v1.Health: Check, Watch and List): the overall service
 ``RouterServer.is_healthy()`` returns True.  It is asked every
 ``health_interval_s`` and the status flips when the answer changes (watchers
 are told at once).  During a graceful shutdown both are NOT_SERVING for good.
+A third name, ``liveness``, is SERVING from start until that shutdown,
+whatever the broker does: it is what a liveness probe asks (deploy/kubernetes),
+so that a Redis outage takes nodes out of rotation without restarting them.
 """
 
 from __future__ import annotations
@@ -45,6 +48,8 @@ log = logging.getLogger("eventrouter.server.ops")
 HEALTH_SERVICE_NAME: str = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
 # The services health is reported for: the whole server ("") and the router.
 HEALTH_SERVICES = ("", SERVICE_NAME)
+# SERVING while the process answers gRPC, until a graceful stop: for liveness probes.
+LIVENESS_SERVICE = "liveness"
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 # Status samples for the events-per-second window.
@@ -137,6 +142,7 @@ class Operability:
     async def start(self) -> None:
         """Start health checking and status sampling (after ``listen``, once the server serves)."""
         await self._check_health(force=True)
+        await self.health.set(LIVENESS_SERVICE, SERVING)
         self._tasks.append(asyncio.create_task(self._health_loop()))
         self._tasks.append(asyncio.create_task(self._sample_loop()))
 
@@ -207,6 +213,7 @@ class Operability:
 __all__ = [
     "HEALTH_SERVICES",
     "HEALTH_SERVICE_NAME",
+    "LIVENESS_SERVICE",
     "HealthServicer",
     "Operability",
     "OperatedNode",
