@@ -23,6 +23,8 @@ _BLOCK = r"<!-- {prefix}-(example|output|config): (\S+) -->\n```(\w*)\n(.*?)```"
 # for browsers, and run against the web listener once `serve` has one).
 OFFLINE = frozenset({"codec", "forward-compat"})
 SERVED = frozenset({"clients", "node", "ts-node", "ts-browser"})
+# Configuration files the suite runs: the nginx in front of the web listener.
+CONFIGS = frozenset({"nginx"})
 
 
 @dataclass(frozen=True)
