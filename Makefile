@@ -110,6 +110,7 @@ test: $(STAMP) node-deps ts-deps browser-deps redis-deps nginx-deps lint  ## the
 # The suite against the newest releases pyproject.toml allows, ignoring the
 # locks, in its own venv: shows drift before a `make lock --upgrade` (or a
 # user installing the library) meets it.  Not part of `make test`.
+# (Not an EVENTROUTER_* variable: `serve` refuses settings it does not know.)
 LATEST_VENV := .venv-latest
 test-latest: node-deps ts-deps browser-deps redis-deps nginx-deps  ## the suite against the newest allowed releases (no locks), in .venv-latest
 	rm -rf $(LATEST_VENV)
@@ -118,7 +119,7 @@ test-latest: node-deps ts-deps browser-deps redis-deps nginx-deps  ## the suite 
 	$(LATEST_VENV)/bin/python -m pip install --quiet --upgrade -e '.[dev]'
 	$(LATEST_VENV)/bin/python -m pip list --format=freeze > $(LATEST_VENV)/resolved.txt
 	@echo "test-latest: resolved versions in $(LATEST_VENV)/resolved.txt"
-	EVENTROUTER_UNLOCKED=1 $(LATEST_VENV)/bin/python -m pytest -p no:cacheprovider $(PYTEST_ARGS)
+	UNLOCKED_DEPENDENCIES=1 $(LATEST_VENV)/bin/python -m pytest -p no:cacheprovider $(PYTEST_ARGS)
 
 lock: $(STAMP)  ## regenerate requirements/*.txt from pyproject.toml (LOCK_ARGS=--upgrade for the newest pins)
 	$(PY) scripts/lock.py $(LOCK_ARGS)
