@@ -28,6 +28,7 @@ JSON, Markdown and a PNG chart (report.py) under bench/results/.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import queue
@@ -606,14 +607,12 @@ def main(argv: list[str] | None = None) -> int:
 
     sizes: Sizes = QUICK if args.quick else FULL
     if args.scale != 1.0:
-        sizes = Sizes(
+        sizes = dataclasses.replace(
+            sizes,
+            w0_emits=int(sizes.w0_emits * args.scale),
             w1_emits=int(sizes.w1_emits * args.scale),
-            w2_users=sizes.w2_users,
             w2_emits=int(sizes.w2_emits * args.scale),
-            w3_users=sizes.w3_users,
-            w3_streams=sizes.w3_streams,
             w4_emits=int(sizes.w4_emits * args.scale),
-            w4_rate=sizes.w4_rate,
         )
     reps = args.reps if args.reps is not None else (1 if args.quick else 3)
     targets = [t for t in args.targets.split(",") if t]
