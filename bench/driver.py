@@ -9,10 +9,17 @@ Server CPU is utime + stime of all the server's threads from /proc, between
 the producer's start and the last delivery, so per-operation costs do not
 depend on what else runs on the machine; each load generator reports its own
 CPU in its ``done`` line, to show they were not the bottleneck.
+
+A workload's stalled connections (W2s) are held by a subscriber process of
+their own that reads nothing after opening them; it is told to finish only
+after the measurement and STALL_HOLD_S more, then reads what was kept for
+them and how they ended (``check_stalled``).  Every other figure is about the
+prompt connections alone.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import time
@@ -23,11 +30,15 @@ from typing import Any
 from common import ProcSample, dump_json, load_json, sample, thread_cpu
 from procs import Worker, redis_used_memory, start_profiler, stop_profiler, target_nodes
 from targets import Options, resolve
-from workloads import Workload, check, expected_by_conn
+from workloads import Workload, check, check_stalled, expected_by_conn
 
 OPEN_TIMEOUT_S = 300.0
 PRODUCE_TIMEOUT_S = 600.0
 FINISH_TIMEOUT_S = 200.0
+# How long the stalled connections stay unread after the measurement: longer
+# than the eventrouter's queue_overflow_grace_ms (1000 by default), so a queue
+# left over its limits has been closed as too slow before they read.
+STALL_HOLD_S = 1.5
 
 
 @dataclass
@@ -56,8 +67,9 @@ Group = tuple[list[dict[str, Any]], list[int]]
 
 
 def split(workload: Workload, procs: int) -> list[Group]:
-    """The connections per subscriber process, with each one's stage counts."""
-    conns: list[dict[str, Any]] = workload.to_json()["conns"]
+    """The prompt connections per subscriber process, with each one's stage counts."""
+    stalled = set(workload.stalled)
+    conns = [c for c in workload.to_json()["conns"] if c["index"] not in stalled]
     size = -(-len(conns) // procs)
     groups = [conns[i : i + size] for i in range(0, len(conns), size)]
     total = len(conns)
@@ -98,23 +110,32 @@ def run_one(
         addrs = [f"127.0.0.1:{n.port}" for n in nodes]
         subs: list[Worker] = []
         pub: Worker | None = None
+        stalled: Worker | None = None
         spy: subprocess.Popen[bytes] | None = None
+
+        def subscriber(role: str, name: str, conns: list[dict[str, Any]], **more: Any) -> Worker:
+            spec = work / f"{name}.json"
+            dump_json(
+                str(spec),
+                {
+                    "targets": addrs,
+                    "conns": conns,
+                    "open_concurrency": 100,
+                    "channel_per": channel_per,
+                    "out": str(work / f"{name}.out.json"),
+                    **more,
+                },
+            )
+            return Worker(target.worker_cmd(role, spec, opts), work / f"{name}.log")
+
         try:
             groups = split(workload, sub_procs)
             for i, (conns, stages) in enumerate(groups):
-                spec = work / f"sub-{i}.json"
-                dump_json(
-                    str(spec),
-                    {
-                        "targets": addrs,
-                        "conns": conns,
-                        "stages": stages,
-                        "open_concurrency": 100,
-                        "channel_per": channel_per,
-                        "out": str(work / f"sub-{i}.out.json"),
-                    },
-                )
-                subs.append(Worker(target.worker_cmd("sub", spec, opts), work / f"sub-{i}.log"))
+                subs.append(subscriber("sub", f"sub-{i}", conns, stages=stages))
+            if workload.stalled:
+                result.metrics["stalled_client"] = target.client_label("stalled", opts)
+                conns = [workload.to_json()["conns"][i] for i in workload.stalled]
+                stalled = subscriber("stalled", "stalled", conns, stall=True)
             stage_rss: list[tuple[int, int]] = []
             for _ in workload.stages[:-1]:
                 opened = sum(w.expect("stage", OPEN_TIMEOUT_S)["opened"] for w in subs)
@@ -123,7 +144,7 @@ def run_one(
                 for w in subs:
                     w.send("next")
             ids: dict[str, str] = {}
-            for w in subs:
+            for w in [*subs, *([stalled] if stalled else [])]:
                 ids.update(w.expect("ready", OPEN_TIMEOUT_S)["ids"])
             if workload.idle:
                 time.sleep(1.0)
@@ -181,6 +202,10 @@ def run_one(
                 result.metrics["redis_bytes_per_retained_update"] = grown / max(1, updates)
             if spy is not None:
                 stop_profiler(spy)
+            if stalled is not None:
+                time.sleep(STALL_HOLD_S)
+                stalled.send(f"finish {expected_path}")
+                stalled.expect("done", FINISH_TIMEOUT_S)
             measure(result, workload, groups, work, produced, finished, before, after, redis_cpu)
         except Exception as e:
             result.ok = False
@@ -188,7 +213,7 @@ def run_one(
         finally:
             if spy is not None and spy.poll() is None:
                 spy.kill()
-            for w in [*subs, *([pub] if pub else [])]:
+            for w in [*subs, *([pub] if pub else []), *([stalled] if stalled else [])]:
                 w.stop()
     return result
 
@@ -216,7 +241,7 @@ def measure(
             latencies += data["lat"]
             if data["error"]:
                 stream_errors.append(f"conn {index}: {data['error']}")
-    checked = check(workload, received)
+    checked = check(workload, received, skip=set(workload.stalled))
     latencies.sort()
     cpu = sum(a.cpu_s - b.cpu_s for a, b in zip(after, before, strict=True))
     end = max(last_recv, produced["last_reply_us"])
@@ -253,14 +278,35 @@ def measure(
             latency_p99_ms=percentile(latencies, 0.99) / 1000,
             latency_max_ms=latencies[-1] / 1000,
         )
+    calls = sorted(produced.get("call_us", []))
+    if calls:
+        result.metrics.update(
+            emit_call_p50_ms=percentile(calls, 0.50) / 1000,
+            emit_call_p99_ms=percentile(calls, 0.99) / 1000,
+        )
     load_generator_cpu(result, produced, finished, duration, emits, delivered)
-    if not checked.ok or produced["errors"] or stream_errors:
+    stalled_ok = measure_stalled(result, workload, work) if workload.stalled else True
+    if not checked.ok or produced["errors"] or stream_errors or not stalled_ok:
         result.ok = False
         result.error = (
             f"lost {checked.lost}, duplicated {checked.duplicated}, misrouted "
             f"{checked.misrouted}, producer errors {produced['errors']}, "
             f"stream errors {len(stream_errors)}"
         )
+        if not stalled_ok:
+            result.error += ", stalled streams: " + "; ".join(result.metrics["stalled_problems"])
+
+
+def measure_stalled(result: RunResult, workload: Workload, work: Path) -> bool:
+    """How the stalled connections ended and whether what they got at last was sound."""
+    out = load_json(str(work / "stalled.out.json"))["conns"]
+    received = {int(i): data["ks"] for i, data in out.items()}
+    ends = {int(i): data["error"] for i, data in out.items()}
+    stalled = check_stalled(workload, received, ends)
+    stalled.problems = stalled.problems[:5]
+    # stalled_streams, stalled_closed, stalled_open, ..., stalled_problems
+    result.metrics.update({f"stalled_{k}": v for k, v in dataclasses.asdict(stalled).items()})
+    return stalled.ok
 
 
 def load_generator_cpu(

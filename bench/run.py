@@ -59,7 +59,10 @@ def plan_runs(
             spec = workloads.REGISTRY[name]
             for mode in spec.modes or modes:
                 for target in order:
-                    if spec.needs_cluster and not targets.resolve(target)[0].clustered:
+                    found = targets.resolve(target)[0]
+                    if spec.needs_cluster and not found.clustered:
+                        continue
+                    if spec.targets is not None and found.name not in spec.targets:
                         continue
                     runs.append((rep, name, mode, target))
     return runs
@@ -205,6 +208,11 @@ def _brief(r: RunResult) -> str:
         )
     if "pub_cores" in m and "sub_cores" in m:
         brief += f"; pub {m['pub_cores']:.2f} cores, sub {m['sub_cores']:.2f} cores"
+    if "stalled_streams" in m:
+        brief += (
+            f"; {m['stalled_streams']} stalled: {m['stalled_closed']} closed too slow,"
+            f" {m['stalled_open']} open"
+        )
     return brief
 
 

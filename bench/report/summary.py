@@ -40,9 +40,27 @@ NUMERIC = (
     "sub_cpu_s",
     "sub_cpu_us_per_delivery",
     "sub_cores",
+    # Each emit's wait for its reply, as the publisher saw it.
+    "emit_call_p50_ms",
+    "emit_call_p99_ms",
 )
 LABELS = ("pub_client", "sub_client")  # which load generators ran (first run's)
-SUMMED = ("lost", "lost_ephemeral", "duplicated", "misrouted", "producer_errors", "stream_errors")
+SUMMED = (
+    "lost",
+    "lost_ephemeral",
+    "duplicated",
+    "misrouted",
+    "producer_errors",
+    "stream_errors",
+    # The connections that stopped reading (W2s) and how they ended.
+    "stalled_streams",
+    "stalled_closed",
+    "stalled_open",
+    "stalled_other",
+    "stalled_gaps",
+    "stalled_expected",
+    "stalled_received",
+)
 
 # (goal id, text, workload, mode, metric, compared with, limit)
 GOALS: list[tuple[str, str, str, str, str, str, float]] = [

@@ -12,8 +12,9 @@ BENCH = Path(__file__).resolve().parent.parent
 ROOT = BENCH.parent
 PEERS = BENCH / "peers"
 
-# Load generator roles: "sub" holds the subscriber connections, "pub" sends the plan.
-ROLES = ("sub", "pub")
+# Load generator roles: "sub" holds the subscriber connections, "pub" sends the
+# plan, "stalled" holds the connections that stop reading (Workload.stalled).
+ROLES = ("sub", "pub", "stalled")
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,7 +2,9 @@
 
 ``--clients python``: loadgen_sub.py / loadgen_pub.py; ``node``: both roles
 peers/grpc/client.mjs; ``node-sub`` (the default): Node subscribers with the
-Python publisher (the project's client library batching).
+Python publisher (the project's client library batching).  The connections that stop
+reading are always loadgen_sub.py's (``"stall"`` in its spec): they do
+nothing while measured, so their language does not matter.
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ def clients_note(clients: str) -> str | None:
 
 
 def _node(role: str, clients: str) -> bool:
-    return clients == "node" or (clients == "node-sub" and role == "sub")
+    return role != "stalled" and (clients == "node" or (clients == "node-sub" and role == "sub"))
 
 
 class GrpcTarget(Target):
@@ -51,7 +53,7 @@ class GrpcTarget(Target):
     def worker_cmd(self, role: str, spec: Path, opts: Options) -> list[str]:
         if _node(role, opts.clients):
             return ["node", str(GRPC_NODE_CLIENT), role, str(spec)]
-        script = "loadgen_sub.py" if role == "sub" else "loadgen_pub.py"
+        script = "loadgen_pub.py" if role == "pub" else "loadgen_sub.py"
         return [sys.executable, str(BENCH / script), str(spec)]
 
     def client_label(self, role: str, opts: Options) -> str:

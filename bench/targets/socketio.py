@@ -29,7 +29,8 @@ class SocketIO(Target):
         return ["node", str(PEER / "server.mjs"), "--port", str(port)]
 
     def worker_cmd(self, role: str, spec: Path, opts: Options) -> list[str]:
-        return ["node", str(PEER / "client.mjs"), role, str(spec)]
+        # Its "sub" holds the stalled connections too ("stall" in their spec).
+        return ["node", str(PEER / "client.mjs"), "pub" if role == "pub" else "sub", str(spec)]
 
     def client_label(self, role: str, opts: Options) -> str:
         return "node socket.io-client"

@@ -11,7 +11,14 @@ from __future__ import annotations
 from plugins import modules
 
 from workloads.model import Conn, Emit, Sizes, Spec, Workload, merged_sizes
-from workloads.rule import CheckResult, accepts, check, expected_by_conn
+from workloads.rule import (
+    CheckResult,
+    StalledResult,
+    accepts,
+    check,
+    check_stalled,
+    expected_by_conn,
+)
 
 _found: list[Spec] = [
     s for m in modules(__name__, __path__, {"model", "rule"}) for s in m.WORKLOADS
@@ -34,10 +41,12 @@ __all__ = [
     "Emit",
     "Sizes",
     "Spec",
+    "StalledResult",
     "Workload",
     "accepts",
     "build",
     "check",
+    "check_stalled",
     "expected_by_conn",
     "merged_sizes",
 ]

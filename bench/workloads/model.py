@@ -46,6 +46,7 @@ class Emit:
     filter: Filter
     skip: int = -1  # index of the connection to skip, -1 = none
     node: int = 0  # which server node receives it (W5)
+    pad: int = 0  # an update whose ciphertext is this many bytes instead of 200 (W2s)
 
 
 @dataclass(slots=True)
@@ -61,6 +62,9 @@ class Workload:
     idle: bool = False  # W3: open, measure memory, close (no emits)
     nodes: int = 1
     stages: list[int] = field(default_factory=list)  # W3: connection counts to pause at
+    # Connections (indexes) that stop reading once open, in a subscriber process
+    # of their own (W2s); the others are the prompt ones the run is judged by.
+    stalled: list[int] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -103,6 +107,8 @@ class Spec:
     modes: tuple[str, ...] | None = None
     # Only targets that run as several nodes behind Redis (W5).
     needs_cluster: bool = False
+    # Only these targets (their variants too), or all.
+    targets: tuple[str, ...] | None = None
     # Why it cannot run on this machine (a missing program), or None.
     requires: Callable[[], str | None] = no_requirement
     # Subscriber processes the connections are spread over.
