@@ -96,6 +96,8 @@ def run_one(
 ) -> RunResult:
     target, variants = resolve(target_name)
     result = RunResult(target_name, workload.name, mode, rep)
+    # What else kept the shared machine busy (1-minute load average), as the run starts.
+    result.metrics["load_1m"] = os.getloadavg()[0]
     result.metrics["sub_client"] = target.client_label("sub", opts)
     if not workload.idle:  # W3 has no publisher
         result.metrics["pub_client"] = target.client_label("pub", opts)

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -183,6 +184,7 @@ def main(argv: list[str] | None = None) -> int:
         "notes": notes,
         "clients": args.clients,
         "machine": _machine(args.server_python),
+        "load_1m": _spread([float(r.metrics["load_1m"]) for r in results]),
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "titles": {name: w.title for name, w in built.items()},
     }
@@ -214,6 +216,12 @@ def _brief(r: RunResult) -> str:
             f" {m['stalled_open']} open"
         )
     return brief
+
+
+def _spread(values: list[float]) -> dict[str, float]:
+    if not values:
+        return {}
+    return {"min": min(values), "median": statistics.median(values), "max": max(values)}
 
 
 def _machine(server_python: str) -> dict[str, Any]:

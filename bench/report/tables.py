@@ -24,6 +24,15 @@ def markdown(
         " last delivery. The eventrouter runs with `--insecure` (benchmark setting).",
         "",
     ]
+    load = meta.get("load_1m")
+    if load:
+        lines[-1:-1] = [
+            "",
+            f"Machine load (1-minute average) as each run started: {load['min']:.1f} to"
+            f" {load['max']:.1f}, median {load['median']:.1f}, on {meta['machine']['cpus']}"
+            " CPUs (the benchmark's own previous run counts in it, as does anything else"
+            " running on the machine).",
+        ]
     for note in meta.get("notes", []):
         lines.append(f"- **Note:** {note}")
     if meta.get("notes"):
