@@ -32,7 +32,7 @@ import random
 from collections.abc import Mapping
 from typing import Any
 
-from report.fmt import f, ratio
+from report.fmt import f, mib, ratio
 from report.summary import key
 
 from workloads.model import Emit, Sizes, Spec, Workload
@@ -45,6 +45,8 @@ FIGURES = (
     ("emit call p50 ms", "emit_call_p50_ms", 2),
     ("emit call p99 ms", "emit_call_p99_ms", 2),
     ("server CPU µs/emit", "cpu_us_per_emit", 1),
+    # W2p's includes the padded updates the history keeps; W2s's the stalled queues too.
+    ("server peak RSS MiB", "peak_rss_mib", 0),
 )
 
 
@@ -87,6 +89,13 @@ def w2p_padded(sizes: Sizes, nodes: int = 1) -> Workload:
     return with_stalls(sizes, stall=False)
 
 
+def _figure(cell: Mapping[str, Any], metric: str) -> float | None:
+    if metric == "peak_rss_mib":
+        return mib(cell.get("peak_rss_bytes"))
+    value = cell.get(metric)
+    return None if value is None else float(value)
+
+
 def stall_section(cells: Mapping[str, dict[str, Any]]) -> list[str]:
     runs = [c for c in cells.values() if c["workload"] == "W2s"]
     if not runs:
@@ -97,20 +106,21 @@ def stall_section(cells: Mapping[str, dict[str, Any]]) -> list[str]:
         " updates to them make the server meet flow control; W2p = the same emits with"
         " those updates to a machine nobody watches and nobody stalled. Prompt"
         " subscribers = every connection but the stalled ones; emit call = each emit's"
-        " wait for its reply (unary `Emit`, or the client's batching and its `EmitBatch`):",
+        " wait for its reply (unary `Emit`, or the client's batching and its `EmitBatch`);"
+        " peak RSS: W2p's holds the padded updates the eventrouter's history keeps, W2s's"
+        " what is kept for the stalled connections too:",
         "",
         "| mode | target | figure | W2 | W2p | W2s | W2s ÷ W2p | W2s ÷ W2 |",
         "|---|---|---|--:|--:|--:|--:|--:|",
     ]
     for c in runs:
-        plain = cells.get(key("W2", c["mode"], c["target"]), {})
-        padded = cells.get(key("W2p", c["mode"], c["target"]), {})
+        row = [cells.get(key(w, c["mode"], c["target"]), {}) for w in ("W2", "W2p", "W2s")]
         for label, metric, digits in FIGURES:
+            plain, padded, stalled = (_figure(cell, metric) for cell in row)
             lines.append(
-                f"| {c['mode']} | {c['target']} | {label} | {f(plain.get(metric), digits)} "
-                f"| {f(padded.get(metric), digits)} | {f(c.get(metric), digits)} "
-                f"| {f(ratio(c.get(metric), padded.get(metric)), 2)} "
-                f"| {f(ratio(c.get(metric), plain.get(metric)), 2)} |"
+                f"| {c['mode']} | {c['target']} | {label} | {f(plain, digits)} "
+                f"| {f(padded, digits)} | {f(stalled, digits)} "
+                f"| {f(ratio(stalled, padded), 2)} | {f(ratio(stalled, plain), 2)} |"
             )
     lines += [
         "",
