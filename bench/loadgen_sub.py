@@ -55,9 +55,10 @@ CHANNEL_OPTIONS = [
     ("grpc.max_receive_message_length", 16 * 1024 * 1024),
 ]
 # Stalled connections announce gRPC's initial 64 KiB stream window, as grpc-js
-# clients do: with BDP probing grpcio grows it to 6-7.5 MiB here, which only
-# puts off the moment the server meets flow control.  Read at last, they take
-# messages of any size (the bare ceiling writes all it kept as one).
+# clients do: with BDP probing a grpcio client held 4.3-6 MiB here before the
+# server closed it, which only puts off the moment the server meets flow
+# control.  Read at last, they take messages of any size (the bare ceiling
+# writes all it kept as one).
 STALLED_CHANNEL_OPTIONS = [
     ("grpc.use_local_subchannel_pool", 1),
     ("grpc.http2.bdp_probe", 0),

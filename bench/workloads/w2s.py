@@ -10,8 +10,8 @@ machine: no one else gets them), spread over the run: 40 × 256 KiB = 10 MiB
 each, more than the client's HTTP/2 window (64 KiB: see loadgen_sub.py), the
 write the server has handed to gRPC (at most 1 MiB) and the eventrouter's
 default queue limit (8 MiB, over which a queue may stay for
-``queue_overflow_grace_ms``) together.  Each padded update costs about 1.1
-ms of server CPU (the bare server's too: gRPC receiving 256 KiB), so the
+``queue_overflow_grace_ms``) together.  Each padded update costs 1.1-1.4 ms
+of server CPU (the bare server's alike: gRPC receiving 256 KiB), so the
 padding is kept to what closing the stalled streams takes.
 
 W2p sends the very same plan with those padded updates addressed to a
