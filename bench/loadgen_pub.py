@@ -15,12 +15,16 @@ CLOCK_MONOTONIC, taken right before the emit is handed to gRPC or to the
 client): an update (``new-message``, built with the client library's
 builder) in ``seq`` and ``created_at_ms``; an ephemeral (``usage``) in its
 first two token counts.  Those fields are the benchmark's, not Happy's
-meaning of them.
+meaning of them.  An emit of the plan with ``pad`` > 0 is an update whose
+ciphertext is ``pad`` bytes instead of 200 (W2s: big events to the
+connections that stop reading).
 
 With ``rate`` > 0 the emits are paced: emit ``k`` is sent at ``start +
 k / rate`` (W4).  Protocol (common.py): builds every request and connects,
 says ``ready``, starts on ``go``, says ``done`` with the first send and the
-last reply stamps and ``cpu_s``: this process's CPU (all threads,
+last reply stamps, ``call_us``: each emit's wait for its reply in µs (from
+the send stamp: the unary call, or the wait in the client's batching and its
+``EmitBatch`` call), and ``cpu_s``: this process's CPU (all threads,
 ``time.process_time``) from ``go`` to just before saying ``done``.
 """
 
@@ -66,26 +70,32 @@ def recipient_filter(flt: list[str]) -> rt.RecipientFilter:
     return all_user_authenticated_connections()
 
 
+def new_message(ciphertext: str) -> events_pb2.UpdatePayload:
+    return build_new_message_update(
+        {
+            "id": "msg",
+            "seq": 1,
+            "content": {"t": "encrypted", "c": ciphertext},
+            "localId": None,
+            "createdAt": 1_700_000_000_000,
+            "updatedAt": 1_700_000_000_000,
+        },
+        "session",
+        1,
+        "upd",
+        now_ms=1_700_000_000_000,
+    )
+
+
 class Requests:
     """Builds each emit's request from templates; ``stamped(k)`` fills in k and the time."""
 
     def __init__(self, plan: list[dict[str, Any]], ids: dict[str, str], run_id: str) -> None:
         self.plan = plan
         self.run_id = run_id
-        self.update = build_new_message_update(
-            {
-                "id": "msg",
-                "seq": 1,
-                "content": {"t": "encrypted", "c": CIPHERTEXT},
-                "localId": None,
-                "createdAt": 1_700_000_000_000,
-                "updatedAt": 1_700_000_000_000,
-            },
-            "session",
-            1,
-            "upd",
-            now_ms=1_700_000_000_000,
-        )
+        self.update = new_message(CIPHERTEXT)
+        # Padded updates' templates, by ciphertext size.
+        self.padded = {e["pad"]: new_message("q" * e["pad"]) for e in plan if e.get("pad", 0) > 0}
         self.ephemeral = build_usage_ephemeral(
             "session",
             "claude-session",
@@ -106,9 +116,10 @@ class Requests:
     def stamped(self, k: int) -> pb.EmitRequest:
         request = self.base[k]
         sent = now_us()
-        if self.plan[k]["kind"] == "u":
+        e = self.plan[k]
+        if e["kind"] == "u":
             update = request.update
-            update.CopyFrom(self.update)
+            update.CopyFrom(self.padded[e["pad"]] if e.get("pad", 0) > 0 else self.update)
             update.id = f"{self.run_id}-{k}"
             update.seq = k
             update.created_at_ms = sent
@@ -144,6 +155,7 @@ async def produce(spec: dict[str, Any]) -> dict[str, Any]:
     start = time.monotonic()
     first_send = now_us()
     last_reply = 0
+    calls = [0] * len(plan)
 
     async def worker() -> None:
         nonlocal last_reply
@@ -153,6 +165,7 @@ async def produce(spec: dict[str, Any]) -> dict[str, Any]:
                 if delay > 0:
                     await asyncio.sleep(delay)
             node = plan[k].get("node", 0)
+            sent = now_us()
             request = requests.stamped(k)
             try:
                 if mode == "emit":
@@ -162,6 +175,7 @@ async def produce(spec: dict[str, Any]) -> dict[str, Any]:
             except Exception as e:
                 errors.append(f"{k}: {type(e).__name__}: {e}")
             last_reply = now_us()
+            calls[k] = last_reply - sent
 
     await asyncio.gather(*(worker() for _ in range(spec["inflight"])))
     for client in clients:
@@ -175,6 +189,7 @@ async def produce(spec: dict[str, Any]) -> dict[str, Any]:
         "errors": len(errors),
         "first_errors": errors[:5],
         "cpu_s": time.process_time() - cpu_start,
+        "call_us": calls,
     }
 
 

@@ -15,10 +15,18 @@ For each event the subscriber keeps the emit index ``k`` and the latency
 where the payload carries them.  Protocol (see common.py): opens the
 connections stage by stage (``stage`` ... ``next``), says ``ready`` with
 the server-assigned connection ids, then on ``finish PATH`` (expected
-counts per connection) waits until they arrived or progress stalls, writes
-its results and says ``done`` with ``cpu_s``: this process's CPU (all
-threads, ``time.process_time``) from saying ``ready`` to just before writing
-the results (the wait for the publisher's start included; it is idle).
+counts per connection) waits until they arrived (or the stream ended) or
+progress stalls, writes its results and says ``done`` with ``cpu_s``: this
+process's CPU (all threads, ``time.process_time``) from saying ``ready`` to
+just before writing the results (the wait for the publisher's start
+included; it is idle).
+
+With ``"stall": true`` in the spec its connections stop reading once open
+(W2s): after the ``ConnectionOpened`` nothing is read, so the client's HTTP/2
+window fills and the server meets flow control, until ``finish`` reads what
+was kept for them and how each stream ended (RESOURCE_EXHAUSTED when the
+server closed it as too slow).  The stalled connections of every gRPC target
+are this script's, whatever ``--clients`` says: they do nothing while measured.
 """
 
 from __future__ import annotations
@@ -46,6 +54,16 @@ CHANNEL_OPTIONS = [
     ("grpc.use_local_subchannel_pool", 1),
     ("grpc.max_receive_message_length", 16 * 1024 * 1024),
 ]
+# Stalled connections announce gRPC's initial 64 KiB stream window, as grpc-js
+# clients do: with BDP probing a grpcio client held 4.3-6 MiB here before the
+# server closed it, which only puts off the moment the server meets flow
+# control.  Read at last, they take messages of any size (the bare ceiling
+# writes all it kept as one).
+STALLED_CHANNEL_OPTIONS = [
+    ("grpc.use_local_subchannel_pool", 1),
+    ("grpc.http2.bdp_probe", 0),
+    ("grpc.max_receive_message_length", -1),
+]
 
 
 class Stream:
@@ -72,17 +90,21 @@ def scope_of(conn: dict[str, Any]) -> rt.ConnectionScope:
 
 
 async def open_stream(
-    conn: dict[str, Any], target: str, limit: asyncio.Semaphore, shared: dict[str, Any] | None
+    conn: dict[str, Any],
+    target: str,
+    limit: asyncio.Semaphore,
+    shared: dict[str, Any] | None,
+    options: list[tuple[str, int]],
 ) -> Stream:
     stream = Stream(conn["index"])
     async with limit:
         if shared is None:
-            stream.channel = grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS)
+            stream.channel = grpc.aio.insecure_channel(target, options=options)
         else:
             # --channel-per user: a user's streams share one channel (one TCP connection).
             key = f"{target}/{conn['user']}"
             if key not in shared:
-                shared[key] = grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS)
+                shared[key] = grpc.aio.insecure_channel(target, options=options)
             stream.channel = shared[key]
         stub = pb_grpc.EventRouterServiceStub(stream.channel)
         stream.call = stub.Subscribe(
@@ -134,11 +156,11 @@ async def read_stream(stream: Stream, stats: Stats) -> None:
 
 
 async def finish(streams: list[Stream], expected: dict[str, int], stats: Stats) -> None:
-    """Wait until every stream has its expected count, or nothing arrives for STALL_S."""
+    """Wait until each stream has its expected count or ended, or nothing arrives for STALL_S."""
     end = time.monotonic() + FINISH_CAP_S
     last_total, last_change = -1, time.monotonic()
     while time.monotonic() < end:
-        if all(len(s.ks) >= expected.get(str(s.index), 0) for s in streams):
+        if all(s.error or len(s.ks) >= expected.get(str(s.index), 0) for s in streams):
             return
         if stats.received != last_total:
             last_total, last_change = stats.received, time.monotonic()
@@ -153,6 +175,8 @@ async def main(spec_path: str) -> None:
     conns: list[dict[str, Any]] = spec["conns"]
     limit = asyncio.Semaphore(spec.get("open_concurrency", 200))
     shared: dict[str, Any] | None = {} if spec.get("channel_per") == "user" else None
+    stall = bool(spec.get("stall"))
+    options = STALLED_CHANNEL_OPTIONS if stall else CHANNEL_OPTIONS
     stats = Stats()
     streams: list[Stream] = []
     readers: list[asyncio.Task[None]] = []
@@ -161,10 +185,11 @@ async def main(spec_path: str) -> None:
         batch = conns[opened:stage]
         opened = max(opened, stage)
         new = await asyncio.gather(
-            *(open_stream(c, targets[c.get("node", 0)], limit, shared) for c in batch)
+            *(open_stream(c, targets[c.get("node", 0)], limit, shared, options) for c in batch)
         )
         streams += new
-        readers += [asyncio.create_task(read_stream(s, stats)) for s in new]
+        if not stall:
+            readers += [asyncio.create_task(read_stream(s, stats)) for s in new]
         if stage < len(conns):
             say("stage", opened=len(streams))
             if await command() != "next":
@@ -173,6 +198,8 @@ async def main(spec_path: str) -> None:
     cpu_start = time.process_time()
     cmd = await command()
     if cmd.startswith("finish "):
+        if stall:
+            readers += [asyncio.create_task(read_stream(s, stats)) for s in streams]
         expected = load_json(cmd.split(" ", 1)[1])
         await finish(streams, expected, stats)
     cpu_s = time.process_time() - cpu_start

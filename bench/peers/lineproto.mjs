@@ -12,6 +12,11 @@ export const nowUs = () => Number(process.hrtime.bigint() / 1000n);
 export const say = (event, fields = {}) =>
   process.stdout.write(JSON.stringify({ event, ...fields }) + "\n");
 
+// The last line, then exit once it is written: a pipe takes a long line (a
+// publisher's call_us) in pieces, and exiting at once would cut it short.
+export const sayLast = (event, fields = {}) =>
+  process.stdout.write(JSON.stringify({ event, ...fields }) + "\n", () => process.exit(0));
+
 // This process's CPU (user + system, all threads) in seconds since `start`
 // (a process.cpuUsage() reading): every load generator reports its own in
 // `done`, so a run shows whether the load generators were the bottleneck.

@@ -2,7 +2,10 @@
 
 It starts real servers and load generators as subprocesses at tiny sizes and
 asserts only what does not depend on the machine: every delivery the routing
-rule calls for arrived, exactly once, nowhere else, and no emit failed.
+rule calls for arrived, exactly once, nowhere else, and no emit failed.  In
+W2s, where some connections stop reading, that holds for the prompt ones;
+the stalled ones must end closed as too slow (RESOURCE_EXHAUSTED) or still
+be open, and never get an update after missing one.
 Timings are the benchmark's business (``make bench``), never a test's.
 """
 
@@ -65,6 +68,17 @@ def assert_exactly_once(document: dict[str, Any], targets: set[str], workloads: 
         assert (r["expected"] > 0) == (r["workload"] != "W0"), name
 
 
+def assert_stalled_end_cleanly(document: dict[str, Any]) -> None:
+    runs = [r for r in document["runs"] if r["workload"] == "W2s"]
+    assert runs, "W2s did not run"
+    for r in runs:
+        name = f"{r['mode']}/{r['target']}"
+        assert r["stalled_streams"] > 0, name
+        assert r["stalled_other"] == 0, f"{name}: {r['stalled_problems']}"
+        assert r["stalled_gaps"] == 0, f"{name}: {r['stalled_problems']}"
+        assert r["stalled_closed"] + r["stalled_open"] == r["stalled_streams"], name
+
+
 def test_eventrouter_and_bare_ceiling_deliver_exactly_once(tmp_path: Path) -> None:
     workloads = {"W0", "W1", "W2", "W4"}
     if shutil.which("redis-server"):
@@ -88,6 +102,19 @@ def test_node_subscribers_see_exactly_once_too(tmp_path: Path) -> None:
     assert {r["pub_client"] for r in document["runs"]} == {"python grpcio"}
 
 
+def test_stalled_consumers_leave_the_others_exactly_once(tmp_path: Path) -> None:
+    # W2s: 2 of 120 connections stop reading and are sent 10 MiB each; W2p: the
+    # same emits, nobody stalled.  Both run against the eventrouter and Socket.IO only.
+    document = run_quick(tmp_path, "eventrouter,bare", "W2p,W2s")
+    assert {r["target"] for r in document["runs"]} == {"eventrouter"}
+    assert_exactly_once(document, {"eventrouter"}, {"W2p", "W2s"})
+    assert_stalled_end_cleanly(document)
+    assert {r["stalled_client"] for r in document["runs"] if r["workload"] == "W2s"} == {
+        "python grpcio"
+    }
+    assert "Stalled consumers (W2s)" in (tmp_path / "latest.md").read_text()
+
+
 @pytest.fixture
 def socketio_peer() -> None:
     """The peer's npm packages (`make bench` installs them; installed here when missing)."""
@@ -109,8 +136,10 @@ def socketio_peer() -> None:
 
 @pytest.mark.usefixtures("socketio_peer")
 def test_socketio_peer_delivers_exactly_once(tmp_path: Path) -> None:
-    document = run_quick(tmp_path, "socketio", "W0,W1,W2,W4")
-    assert_exactly_once(document, {"socketio"}, {"W0", "W1", "W2", "W4"})
+    document = run_quick(tmp_path, "socketio", "W0,W1,W2,W2s,W4")
+    assert_exactly_once(document, {"socketio"}, {"W0", "W1", "W2", "W2s", "W4"})
+    # Its stalled sockets are paused: nothing closes them, all they are sent waits.
+    assert_stalled_end_cleanly(document)
 
 
 @pytest.mark.parametrize("workload", ["W0", "W1", "W2"])

@@ -17,13 +17,15 @@
 // Payloads are those of loadgen_pub.py: an update (new-message, as the Python
 // client's build_new_message_update makes it) carries the emit index k in
 // `seq` and the send stamp (µs of CLOCK_MONOTONIC) in `created_at_ms`; an
-// ephemeral (usage) carries them in its first two token counts.
+// ephemeral (usage) carries them in its first two token counts. An emit with
+// `pad` > 0 is an update whose ciphertext is `pad` bytes instead of 200.
 
 import { readFileSync, writeFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
-import { command, cpuSince, nowUs, say, sleep } from "../lineproto.mjs";
+import { emitBytes, takeBatch } from "../batch.mjs";
+import { command, cpuSince, nowUs, say, sayLast, sleep } from "../lineproto.mjs";
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", "..", "..");
 const require = createRequire(path.join(ROOT, "package.json"));
@@ -39,7 +41,6 @@ const FINISH_CAP_MS = 120000;
 const SUBSCRIBE_DEADLINE_MS = 3600 * 1000;
 const UNARY_DEADLINE_MS = 60 * 1000; // loadgen_pub.py's timeout=60
 const READY_DEADLINE_MS = 300 * 1000;
-const MAX_BATCH_SIZE = 512; // EventRouterClient(max_batch_size=512)
 const RETRY_MAX_ATTEMPTS = 5; // eventrouter.client.RetryPolicy defaults
 const RETRY_BASE_S = 0.05;
 const RETRY_MAX_S = 2.0;
@@ -322,13 +323,14 @@ async function subscribe(spec) {
   const cpuStart = process.cpuUsage(); // from "ready" to just before writing the results
   const cmd = await command();
   if (cmd.startsWith("finish ")) {
-    // Wait until every stream has its expected count, or nothing arrives for STALL_MS.
+    // Wait until every stream has its expected count or has ended, or nothing
+    // arrives for STALL_MS.
     const expected = JSON.parse(readFileSync(cmd.slice(7), "utf8"));
     const end = Date.now() + FINISH_CAP_MS;
     let lastTotal = -1;
     let lastChange = Date.now();
     while (Date.now() < end) {
-      if (streams.every((s) => s.ks.length >= (expected[String(s.index)] ?? 0))) break;
+      if (streams.every((s) => s.error || s.ks.length >= (expected[String(s.index)] ?? 0))) break;
       if (stats.received !== lastTotal) {
         lastTotal = stats.received;
         lastChange = Date.now();
@@ -343,10 +345,9 @@ async function subscribe(spec) {
     spec.out,
     JSON.stringify({ first_recv_us: stats.first, last_recv_us: stats.last, conns: results }),
   );
-  say("done", { received: stats.received, cpu_s: cpuS });
-  // Closing thousands of channels one by one measures nothing: the
-  // orchestrator stops the server next, which drops them all.
-  process.exit(0);
+  // Then exit without closing thousands of channels one by one, which
+  // measures nothing: the orchestrator stops the server next, dropping them all.
+  sayLast("done", { received: stats.received, cpu_s: cpuS });
 }
 
 // -- producer ------------------------------------------------------------------
@@ -364,28 +365,37 @@ function recipientFilter(flt) {
 // well-known types keep protobufjs's camelCase names (stringValue, ...). The
 // requests equal loadgen_pub.py's byte for byte but for the order of these
 // two map entries, which Python's protobuf varies from process to process.
-const UPDATE_BODY = type("UpdateEvent").fromObject({
-  new_message: {
-    session_id: "session",
-    message: {
-      id: "msg",
-      seq: 1,
-      content: {
-        structValue: {
-          fields: { t: { stringValue: "encrypted" }, c: { stringValue: CIPHERTEXT } },
+const updateBody = (ciphertext) =>
+  type("UpdateEvent").fromObject({
+    new_message: {
+      session_id: "session",
+      message: {
+        id: "msg",
+        seq: 1,
+        content: {
+          structValue: {
+            fields: { t: { stringValue: "encrypted" }, c: { stringValue: ciphertext } },
+          },
         },
+        created_at_ms: 1700000000000,
+        updated_at_ms: 1700000000000,
       },
-      created_at_ms: 1700000000000,
-      updated_at_ms: 1700000000000,
     },
-  },
-});
+  });
+const UPDATE_BODY = updateBody(CIPHERTEXT);
 
 /** Each emit's request (loadgen_pub.Requests): built before the clock starts, stamped at send. */
 class Requests {
   constructor(plan, ids, runId) {
     this.plan = plan;
     this.runId = runId;
+    // Padded updates' bodies, by ciphertext size.
+    this.padded = new Map();
+    for (const e of plan) {
+      if (e.pad > 0 && !this.padded.has(e.pad)) {
+        this.padded.set(e.pad, updateBody("q".repeat(e.pad)));
+      }
+    }
     // Everything but the payload. Fields at their proto3 default are left out,
     // as the Python messages leave them out of the wire.
     this.base = plan.map((e) => {
@@ -400,8 +410,10 @@ class Requests {
   stamped(k) {
     const request = this.base[k];
     const sent = nowUs();
-    if (this.plan[k].kind === "u") {
-      const update = { id: `${this.runId}-${k}`, body: UPDATE_BODY, created_at_ms: sent };
+    const e = this.plan[k];
+    if (e.kind === "u") {
+      const body = e.pad > 0 ? this.padded.get(e.pad) : UPDATE_BODY;
+      const update = { id: `${this.runId}-${k}`, body, created_at_ms: sent };
       if (k) update.seq = k;
       request.update = update;
     } else {
@@ -437,9 +449,9 @@ const blamesOneItem = (e) =>
 
 /**
  * eventrouter.client.EventRouterClient's auto-batching: at most one Emit /
- * EmitBatch call in flight; the emits queued meanwhile leave together (up to
- * MAX_BATCH_SIZE) when it returns, a lone one as a unary Emit; each emit's
- * promise resolves with its own EmitResponse. UNAVAILABLE is retried (updates
+ * EmitBatch call in flight; the emits queued meanwhile leave together (within
+ * ../batch.mjs's limits) when it returns, a lone one as a unary Emit; each
+ * emit's promise resolves with its own EmitResponse. UNAVAILABLE is retried (updates
  * only: safe to repeat) as its default RetryPolicy does.
  */
 class Batcher {
@@ -449,9 +461,9 @@ class Batcher {
     this.sending = false;
   }
 
-  emit(request) {
+  emit(request, size) {
     return new Promise((resolve, reject) => {
-      this.queue.push({ request, resolve, reject, safe: request.update !== undefined });
+      this.queue.push({ request, size, resolve, reject, safe: request.update !== undefined });
       if (!this.sending) {
         this.sending = true;
         // Like asyncio's create_task: the sender starts after what is already
@@ -464,7 +476,7 @@ class Batcher {
   async sendQueued() {
     try {
       while (this.queue.length) {
-        const batch = this.queue.splice(0, MAX_BATCH_SIZE);
+        const batch = takeBatch(this.queue);
         const outcomes = await this.send(batch);
         // Settled with no await before the next turn of the loop: the next
         // call takes only what queued while this one was in flight.
@@ -538,6 +550,7 @@ async function produce(spec) {
   const cpuStart = process.cpuUsage(); // from "go" to just before saying "done"
   let next = 0;
   let lastReply = 0;
+  const calls = new Array(plan.length).fill(0); // each emit's wait for its reply, µs
   const startMs = performance.now();
   const firstSend = nowUs();
 
@@ -549,27 +562,29 @@ async function produce(spec) {
         if (delay > 0) await sleep(delay);
       }
       const node = plan[k].node ?? 0;
+      const sent = nowUs();
       const request = requests.stamped(k);
       try {
         if (spec.mode === "emit") await unary(clients[node], "Emit", request);
-        else await batchers[node].emit(request);
+        else await batchers[node].emit(request, emitBytes(plan[k]));
       } catch (e) {
         errors.push(`${k}: ${e.name}: ${e.message}`);
       }
       lastReply = nowUs();
+      calls[k] = lastReply - sent;
     }
   }
 
   await Promise.all(Array.from({ length: spec.inflight }, worker));
-  say("done", {
+  sayLast("done", {
     first_send_us: firstSend,
     last_reply_us: lastReply,
     emits: plan.length,
     errors: errors.length,
     first_errors: errors.slice(0, 5),
     cpu_s: cpuSince(cpuStart),
+    call_us: calls,
   });
-  process.exit(0);
 }
 
 if (role === "sub") await subscribe(JSON.parse(readFileSync(specPath, "utf8")));

@@ -8,11 +8,18 @@
 // Payloads are Happy's JSON as its Socket.IO server sends it; the benchmark's
 // emit index k and send stamp (µs of CLOCK_MONOTONIC) ride in an update's
 // `seq` and `createdAt`, and in an ephemeral usage's first two token counts,
-// as in the gRPC payloads.
+// as in the gRPC payloads; an emit with `pad` > 0 is an update whose
+// ciphertext is `pad` bytes instead of 200.
+//
+// With "stall" in its spec, `sub` holds connections that stop reading once
+// open (W2s): each WebSocket's TCP socket is paused (ws's pause()), so the
+// kernel's buffers fill and the server's writes queue up, until "finish"
+// resumes them and reads what was kept for them.
 
 import { readFileSync, writeFileSync } from "node:fs";
 import { io } from "socket.io-client";
-import { command, cpuSince, nowUs, say, sleep } from "../lineproto.mjs";
+import { emitBytes, takeBatch } from "../batch.mjs";
+import { command, cpuSince, nowUs, say, sayLast, sleep } from "../lineproto.mjs";
 
 const STALL_MS = 5000;
 const FINISH_CAP_MS = 120000;
@@ -77,16 +84,22 @@ async function subscribe() {
       if ((await command()) !== "next") process.exit(0);
     }
   }
+  // engine.io-client's WebSocket transport, and its `ws` WebSocket.
+  const wsOf = (s) => s.socket.io.engine.transport.ws;
+  if (spec.stall) for (const s of streams) wsOf(s).pause();
   say("ready", { ids: Object.fromEntries(streams.map((s) => [String(s.index), s.socket.id])) });
   const cpuStart = process.cpuUsage(); // from "ready" to just before writing the results
   const cmd = await command();
   if (cmd.startsWith("finish ")) {
+    if (spec.stall) for (const s of streams) wsOf(s).resume();
+    // Wait until every socket has its expected count or has ended, or nothing
+    // arrives for STALL_MS.
     const expected = JSON.parse(readFileSync(cmd.slice(7), "utf8"));
     const end = Date.now() + FINISH_CAP_MS;
     let lastTotal = -1;
     let lastChange = Date.now();
     while (Date.now() < end) {
-      if (streams.every((s) => s.ks.length >= (expected[String(s.index)] ?? 0))) break;
+      if (streams.every((s) => s.error || s.ks.length >= (expected[String(s.index)] ?? 0))) break;
       if (stats.received !== lastTotal) {
         lastTotal = stats.received;
         lastChange = Date.now();
@@ -101,8 +114,7 @@ async function subscribe() {
     spec.out,
     JSON.stringify({ first_recv_us: stats.first, last_recv_us: stats.last, conns }),
   );
-  say("done", { received: stats.received, cpu_s: cpuS });
-  process.exit(0);
+  sayLast("done", { received: stats.received, cpu_s: cpuS });
 }
 
 // -- producer ----------------------------------------------------------------
@@ -120,7 +132,7 @@ function emitOf(e, k) {
             message: {
               id: "msg",
               seq: 1,
-              content: { t: "encrypted", c: CIPHERTEXT },
+              content: { t: "encrypted", c: e.pad > 0 ? padding(e.pad) : CIPHERTEXT },
               localId: null,
               createdAt: 1700000000000,
               updatedAt: 1700000000000,
@@ -140,24 +152,32 @@ function emitOf(e, k) {
   return { userId: e.user, kind: e.kind, filter: e.filter, skip, payload };
 }
 
+// Padded ciphertexts, by size: built once.
+const paddings = new Map();
+function padding(size) {
+  if (!paddings.has(size)) paddings.set(size, "q".repeat(size));
+  return paddings.get(size);
+}
+
 // The same auto-batching as eventrouter.client: one call in flight per
-// server; emits queued meanwhile leave together (up to 512) when it returns.
+// server; emits queued meanwhile leave together (within ../batch.mjs's
+// limits) when it returns.
 class Batcher {
   constructor(socket) {
     this.socket = socket;
     this.queue = [];
     this.sending = false;
   }
-  emit(e) {
+  emit(e, size) {
     return new Promise((resolve) => {
-      this.queue.push({ e, resolve });
+      this.queue.push({ e, size, resolve });
       if (!this.sending) this.flush();
     });
   }
   async flush() {
     this.sending = true;
     while (this.queue.length) {
-      const batch = this.queue.splice(0, 512);
+      const batch = takeBatch(this.queue);
       const results = await this.socket.emitWithAck(
         "emitBatch",
         batch.map((b) => b.e),
@@ -187,6 +207,7 @@ async function produce() {
   let next = 0;
   let errors = 0;
   let lastReply = 0;
+  const calls = new Array(plan.length).fill(0); // each emit's wait for its reply, µs
   const startMs = performance.now();
   const firstSend = nowUs();
   async function worker() {
@@ -198,25 +219,27 @@ async function produce() {
       }
       const e = plan[k];
       const node = e.node ?? 0;
+      const sent = nowUs();
       try {
         if (spec.mode === "emit") await sockets[node].emitWithAck("emit", emitOf(e, k));
-        else await batchers[node].emit(emitOf(e, k));
+        else await batchers[node].emit(emitOf(e, k), emitBytes(e));
       } catch {
         errors += 1;
       }
       lastReply = nowUs();
+      calls[k] = lastReply - sent;
     }
   }
   await Promise.all(Array.from({ length: spec.inflight }, worker));
-  say("done", {
+  sayLast("done", {
     first_send_us: firstSend,
     last_reply_us: lastReply,
     emits: plan.length,
     errors,
     first_errors: [],
     cpu_s: cpuSince(cpuStart),
+    call_us: calls,
   });
-  process.exit(0);
 }
 
 if (mode === "sub") await subscribe();
