@@ -158,3 +158,16 @@ def test_the_cheap_bound_never_lets_a_deep_payload_through(content: Any, limit: 
         assert too_deep
     else:
         assert not too_deep
+
+
+def test_large_payloads_are_walked_not_counted() -> None:
+    # Past the counting bound's size the walk decides, on both sides of the limit.
+    router = EventRouter()
+    padding = "2*" * 20_000  # bytes a count would take for levels
+    shallow = message_with({"t": "encrypted", "c": padding})
+    assert len(shallow.SerializeToString()) > 16 * 1024
+    router.check_update("alice", shallow)
+    deep = message_with([nested(40, "list"), padding])
+    with pytest.raises(InvalidArgument) as e:
+        router.check_update("alice", deep)
+    assert e.value.field == "update.body.new_message.message.content"
