@@ -9,13 +9,18 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
+import logging
+import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
+import grpc
 import pytest
 
 from eventrouter.server import RouterServer
-from tests.support.model import wait_until
+from eventrouter.v1 import router_service_pb2 as pb
+from eventrouter.v1 import router_service_pb2_grpc as pb_grpc
+from tests.support.model import update_request, wait_until
 from tests.support.servers import running_server
 
 ALLOWED = "https://app.example.com"
@@ -181,3 +186,39 @@ async def test_a_stream_answers_at_once_and_ends_when_its_client_goes(server: Ro
         lambda: not server.router.registry.has_user("erin"),
         what="the stream of a client that went away to end",
     )
+
+
+async def test_a_stalled_web_stream_is_cut_off_quietly(caplog: pytest.LogCaptureFixture) -> None:
+    # The same slow-consumer policy as over gRPC: a web client that stops
+    # reading is closed as too slow, and leaves nothing in the log at ERROR.
+    caplog.set_level(logging.WARNING)
+    async with running_server(
+        web_listen="127.0.0.1:0", queue_max_events=64, queue_overflow_grace_ms=0
+    ) as server:
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.setblocking(False)
+        await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", server.web_port))
+        reader, writer = await asyncio.open_connection(sock=sock)
+        body = b"\x00\x00\x00\x00\x04" + b"\x0a\x02\x0a\x00"
+        writer.write(
+            (
+                f"POST {SERVICE}/Subscribe HTTP/1.1\r\nhost: x\r\n"
+                "content-type: application/connect+proto\r\nx-eventrouter-user-id: stan\r\n"
+                f"content-length: {len(body)}\r\n\r\n"
+            ).encode()
+            + body
+        )
+        await writer.drain()
+        await wait_until(lambda: server.router.registry.has_user("stan"), what="the stream")
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+            stub = pb_grpc.EventRouterServiceStub(channel)
+            sent = 0
+            while server.router.registry.has_user("stan"):
+                assert sent < 5_000, "never cut off"
+                batch = [update_request("stan", f"s{sent + i}", pad=20_000) for i in range(20)]
+                await stub.EmitBatch(pb.EmitBatchRequest(emits=batch))
+                sent += len(batch)
+        assert server.router.stats.closed_too_slow == 1
+        writer.close()
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []

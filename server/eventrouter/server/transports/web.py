@@ -223,16 +223,16 @@ class WebApp:
             await self._write_stream(stream, framing, send)
         except asyncio.CancelledError:
             ended = stream.interrupted()
-            if gone.is_set() or ended is None:
-                if not gone.is_set():
-                    raise
-                _uncancel()
-                return  # the client went away: nobody to tell
-            # The server cut it off while a write was blocked (too slow...).
+            if not gone.is_set() and ended is None:
+                raise  # not ours: the server is stopping the task
             _uncancel()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(END_WRITE_TIMEOUT_S):
-                    await _end_stream(send, framing, ended)
+            if ended is not None and not gone.is_set():
+                # The server cut it off while a write was blocked (too slow,
+                # ...): try to say so, briefly; the peer may never read it.
+                watcher.cancel()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(END_WRITE_TIMEOUT_S):
+                        await _end_stream(send, framing, ended)
         finally:
             watcher.cancel()
             stream.close()
