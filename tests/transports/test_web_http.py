@@ -199,7 +199,7 @@ async def test_a_stalled_web_stream_is_cut_off_quietly(caplog: pytest.LogCapture
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         sock.setblocking(False)
         await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", server.web_port))
-        reader, writer = await asyncio.open_connection(sock=sock)
+        _reader, writer = await asyncio.open_connection(sock=sock)
         body = b"\x00\x00\x00\x00\x04" + b"\x0a\x02\x0a\x00"
         writer.write(
             (
