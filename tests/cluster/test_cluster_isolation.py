@@ -18,12 +18,10 @@ import grpc
 import pytest
 
 from eventrouter.server import RouterServer
-from eventrouter.v1 import router_service_pb2 as pb
 from eventrouter.v1 import router_service_pb2_grpc as pb_grpc
 from tests.cluster.conftest import Backend
 from tests.cluster.nodes import BROKER_OPTIONS
-from tests.e2e.test_isolation import GRACE_MS, PAD, read_updates, stalled_queue_over_limits
-from tests.support.model import USER, connection_ids, session, subscribe, update_request, wait_until
+from tests.e2e.test_isolation import GRACE_MS, stalled_stream_scenario
 from tests.support.servers import running_server
 
 pytestmark = pytest.mark.slow
@@ -50,53 +48,9 @@ async def test_a_stalled_stream_on_a_node_delays_nobody_there(backend: Backend) 
         grpc.aio.insecure_channel(f"127.0.0.1:{node_b.port}") as to_b,
         grpc.aio.insecure_channel(f"127.0.0.1:{node_b.port}") as stalled_channel,
     ):
-        emitter = pb_grpc.EventRouterServiceStub(to_a)
-        on_b = pb_grpc.EventRouterServiceStub(to_b)
-        stalled = await subscribe(pb_grpc.EventRouterServiceStub(stalled_channel), "sam", USER)
-        sibling = await subscribe(on_b, "sam", session("s1"))
-        other = await subscribe(on_b, "bea", USER)
-        sent: list[str] = []
-        try:
-            while not stalled_queue_over_limits(node_b, stalled.connection_id):
-                assert len(sent) < 2_000, "the stalled stream never backed up"
-                sent.append(f"s{len(sent)}")
-                await emitter.Emit(update_request("sam", sent[-1], pad=PAD))
-            bea = [f"b{i}" for i in range(50)]
-            await emitter.EmitBatch(
-                pb.EmitBatchRequest(emits=[update_request("bea", b) for b in bea])
-            )
-            got_bea = await read_updates(other, len(bea))
-            got_sibling = await read_updates(sibling, len(sent))
-            # Node B's reader delivered all of it while the stalled stream
-            # was still open, within its grace.
-            assert node_b.router.registry.get(stalled.connection_id) is not None
-            assert [d.event_id for d in got_bea] == bea
-            assert [d.event_id for d in got_sibling] == sent
-
-            await wait_until(
-                lambda: node_b.router.registry.get(stalled.connection_id) is None,
-                within_s=GRACE_MS / 1000 + 30,
-                what="the stalled stream's grace to end",
-            )
-            # Gone from cluster presence at once, not when its client reads again.
-            await wait_until(
-                lambda: _absent(emitter, stalled.connection_id),
-                what="the stalled stream to leave GetConnections",
-            )
-            status = await stalled.read_until_status()
-            assert status.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, status
-            before = [d.event_id for d in stalled.received if d.kind == "update"]
-            assert before == sent[: len(before)]
-            resumed = await subscribe(on_b, "sam", USER, resume_from=stalled.last_position)
-            try:
-                after = await read_updates(resumed, len(sent) - len(before))
-                assert before + [d.event_id for d in after] == sent
-            finally:
-                resumed.cancel()
-        finally:
-            for reader in (stalled, sibling, other):
-                reader.cancel()
-
-
-async def _absent(stub: pb_grpc.EventRouterServiceStub, connection_id: str) -> bool:
-    return connection_id not in await connection_ids(stub, "sam")
+        await stalled_stream_scenario(
+            node_b,
+            pb_grpc.EventRouterServiceStub(to_a),
+            pb_grpc.EventRouterServiceStub(to_b),
+            stalled_channel,
+        )
