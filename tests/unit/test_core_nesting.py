@@ -15,6 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from eventrouter.client import build_new_feed_post_update, build_new_message_update
+from eventrouter.server.core import wire
 from eventrouter.server.core.nesting import MAX_PAYLOAD_DEPTH, check_depth, message_depth
 from eventrouter.server.core.router import EventRouter
 from eventrouter.server.core.validation import InvalidArgument
@@ -44,17 +45,8 @@ def nested(levels: int, kind: str) -> Any:
     return value
 
 
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while value > 0x7F:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
 def _len(tag: int, body: bytes) -> bytes:
-    return bytes([tag]) + _varint(len(body)) + body
+    return bytes([tag]) + wire._varint(len(body)) + body
 
 
 def value_bytes(levels: int, kind: str) -> bytes:
