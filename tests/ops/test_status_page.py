@@ -82,7 +82,9 @@ async def test_status_json_reports_the_node(server: RouterServer) -> None:
         status = (await http_get(port, "/status.json")).json()
         reader.cancel()
     assert status["node_id"] == server.router.node_id
-    assert status["nodes"] == [{"id": server.router.node_id, "self": True, "healthy": True}]
+    assert status["nodes"] == [
+        {"id": server.router.node_id, "self": True, "healthy": True, "streams": 1}
+    ]
     assert status["open_streams"] == {"user": 0, "session": 1, "machine": 0, "total": 1}
     assert status["totals"]["updates_emitted"] == 1
     assert status["totals"]["deliveries"] == 1

@@ -11,6 +11,8 @@ warning at start and on every stream while it is in use.
 
 from __future__ import annotations
 
+import math
+import time
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -64,8 +66,8 @@ class Authenticator(Protocol):
         """The name of the service calling Emit / GetConnections / Disconnect; raises AuthError."""
         ...
 
-    def revoke(self, token_id: str) -> None:
-        """Refuse the token with this ``jti`` from now on."""
+    def revoke(self, token_id: str, until: float | None = None) -> None:
+        """Refuse the token with this ``jti`` from now on (until a Unix time; None = always)."""
         ...
 
 
@@ -99,7 +101,8 @@ class TokenAuthenticator:
         service_subjects: Collection[str] = (),
     ) -> None:
         self.keys = keys
-        self.revoked_token_ids: set[str] = set(revoked_token_ids)
+        # jti -> Unix time the revocation lasts until (inf: configured at start).
+        self.revoked_token_ids: dict[str, float] = dict.fromkeys(revoked_token_ids, math.inf)
         # Common names of client certificates that identify services (mTLS).
         self.service_subjects = frozenset(service_subjects)
 
@@ -132,12 +135,22 @@ class TokenAuthenticator:
             # authenticated but not allowed; anything else is unauthenticated.
             wrong_kind = e.reason == "wrong_audience"
             raise AuthError(str(e), permission=wrong_kind, reason=e.reason) from None
-        if claims.token_id is not None and claims.token_id in self.revoked_token_ids:
+        if claims.token_id is not None and self._revoked(claims.token_id):
             raise AuthError("token has been revoked", permission=True, reason="revoked")
         return claims
 
-    def revoke(self, token_id: str) -> None:
-        self.revoked_token_ids.add(token_id)
+    def _revoked(self, token_id: str) -> bool:
+        until = self.revoked_token_ids.get(token_id)
+        if until is None:
+            return False
+        if until > time.time():
+            return True
+        del self.revoked_token_ids[token_id]
+        return False
+
+    def revoke(self, token_id: str, until: float | None = None) -> None:
+        limit = math.inf if until is None else until
+        self.revoked_token_ids[token_id] = max(limit, self.revoked_token_ids.get(token_id, 0.0))
 
 
 class InsecureMetadataAuthenticator:
@@ -152,5 +165,5 @@ class InsecureMetadataAuthenticator:
     def service(self, metadata: Metadata, peer: PeerAuth) -> str:
         return "insecure"
 
-    def revoke(self, token_id: str) -> None:
+    def revoke(self, token_id: str, until: float | None = None) -> None:
         return None

@@ -22,6 +22,7 @@ from typing import NamedTuple
 from eventrouter.server.core.connections import ClientConnection
 from eventrouter.server.core.filters import RecipientFilter
 from eventrouter.server.core.router import EmitResult, EventRouter, OpenResult
+from eventrouter.server.security.limits import RateLimiter, SecurityLimits
 from eventrouter.v1 import events_pb2, router_service_pb2
 
 
@@ -35,6 +36,14 @@ class ConnectionRecord:
     scope: str
     opened_at_ms: int
     node_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class NodeRecord:
+    """A live node as presence reports it: its id and the streams it holds."""
+
+    node_id: str
+    streams: int
 
 
 class EmitItem(NamedTuple):
@@ -55,6 +64,10 @@ class BrokerUnavailable(Exception):
     """The broker cannot accept or answer now; the caller may retry (gRPC UNAVAILABLE)."""
 
 
+class LimitReached(Exception):
+    """A limit counted across nodes refused the call (RESOURCE_EXHAUSTED)."""
+
+
 class Broker(abc.ABC):
     """Accepts emits, carries them between nodes, keeps history and presence."""
 
@@ -62,9 +75,37 @@ class Broker(abc.ABC):
     # its token when asked) and returns how many.  A broker spanning nodes calls it
     # for the Disconnects other nodes broadcast.
     disconnect_locally: Callable[[router_service_pb2.DisconnectRequest], int] | None = None
+    # Set by the service: refuse a token id until a Unix time.  A broker that
+    # keeps revocations calls it for those it finds at start.
+    revoke_locally: Callable[[str, float], None] | None = None
 
     def __init__(self, router: EventRouter) -> None:
         self.router = router
+        self.configure_limits(SecurityLimits())
+
+    def configure_limits(self, limits: SecurityLimits) -> None:
+        """The service's limits; ``allow_emits`` and cluster brokers' ``open`` apply them."""
+        self.security_limits = limits
+        self._emit_rate = RateLimiter(limits.emit_rate_per_service, limits.emit_burst_per_service)
+
+    async def allow_emits(self, service: str, cost: int) -> bool:
+        """Take ``cost`` events from ``service``'s emit rate budget; False if short.
+
+        One node: a token bucket in this process.  A broker spanning nodes
+        counts across them (raising BrokerUnavailable when it cannot check).
+        """
+        return self._emit_rate.allow(service, cost)
+
+    async def store_revocation(self, token_id: str, until: float) -> None:
+        """Keep a revocation until ``until`` (Unix time) for nodes that start later.
+
+        One node: nothing to do.  Raises BrokerUnavailable when it could not.
+        """
+        return None
+
+    def live_nodes(self) -> list[NodeRecord]:
+        """Every live node of the cluster as last seen; empty = this node alone."""
+        return []
 
     async def start(self) -> None:
         """Connect; called once before serving."""
@@ -120,7 +161,11 @@ class Broker(abc.ABC):
     async def open(
         self, connection: ClientConnection, resume_from: tuple[int, str] | None
     ) -> OpenResult:
-        """Register a local connection, replaying the gap after ``resume_from`` first."""
+        """Register a local connection, replaying the gap after ``resume_from`` first.
+
+        A broker spanning nodes also counts the user's streams on every node
+        against ``max_streams_per_user`` and raises LimitReached past it.
+        """
 
     @abc.abstractmethod
     def closed(self, connection: ClientConnection) -> None:

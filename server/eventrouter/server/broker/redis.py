@@ -38,6 +38,7 @@ from eventrouter.server.broker.base import (
     EmitItem,
 )
 from eventrouter.server.broker.redis_client import Call, RedisCalls
+from eventrouter.server.broker.redis_cluster import ClusterState
 from eventrouter.server.broker.redis_config import RedisSettings
 from eventrouter.server.broker.redis_presence import Presence
 from eventrouter.server.broker.redis_scripts import (
@@ -78,7 +79,7 @@ log = logging.getLogger("eventrouter.server.broker.redis")
 _CONTROL_MAX_UPDATES = 1000
 
 
-class RedisBroker(WatchDelivery, Broker):
+class RedisBroker(ClusterState, WatchDelivery, Broker):
     """A ``Broker`` over Redis: see the module docstring for the guarantees."""
 
     def __init__(self, router: EventRouter, settings: RedisSettings) -> None:
@@ -138,6 +139,7 @@ class RedisBroker(WatchDelivery, Broker):
             control,
             asyncio.create_task(self._health_loop()),
             asyncio.create_task(self._presence_loop()),
+            asyncio.create_task(self._announce_loop()),
         ]
         # Serve even while Redis is away (health says NOT_SERVING meanwhile).
         with contextlib.suppress(TimeoutError):
@@ -168,6 +170,7 @@ class RedisBroker(WatchDelivery, Broker):
             and self._redis.reachable
             and self._subscriber is not None
             and self._subscriber.connected
+            and self.revocations_loaded
         )
 
     async def _health_loop(self) -> None:
@@ -196,6 +199,7 @@ class RedisBroker(WatchDelivery, Broker):
                     control.epoch = epoch
                 if control.last is None and control.epoch == epoch:
                     control.floor = head
+                await self.load_revocations()
                 return
             except Exception as e:
                 failures += 1
@@ -265,6 +269,7 @@ class RedisBroker(WatchDelivery, Broker):
         watch.opening += 1
         registered = False
         try:
+            await self.admit(connection)
             sub = await self._subscribe(watch)
             generation = sub.generation
             # Subscribed first, registered second, position read third: every
@@ -308,7 +313,7 @@ class RedisBroker(WatchDelivery, Broker):
             if registered:
                 self.router.remove_connection(user, connection)
                 watch.positions.pop(connection.connection_id, None)
-                self._spawn(self.presence.forget([(user, connection.connection_id)]))
+            self._spawn(self.presence.forget([(user, connection.connection_id)]))
             raise
         finally:
             watch.opening -= 1

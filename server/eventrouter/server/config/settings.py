@@ -180,6 +180,12 @@ class ServerConfig:
         " secret on first start",
     )
     revoked_token_ids: str = setting("", "comma-separated token ids (jti) to refuse", metavar="IDS")
+    revocation_ttl_s: float = setting(
+        86_400.0,
+        "how long a Disconnect's revocation lasts at least (longer when the token, seen"
+        " in a stream, expires later); make it the longest lifetime of the tokens issued",
+        check=more_than(0),
+    )
     tls_cert: str = setting("", "PEM certificate chain: serve TLS")
     tls_key: str = setting("", "PEM private key of --tls-cert")
     tls_client_ca: str = setting(
@@ -191,7 +197,7 @@ class ServerConfig:
         metavar="NAMES",
     )
     # Limits.
-    max_streams_per_user: int = setting(100, "streams one user may hold on this node")
+    max_streams_per_user: int = setting(100, "streams one user may hold (on every node together)")
     max_streams_per_node: int = setting(100_000, "streams this node holds in total")
     max_concurrent_handshakes: int = setting(
         1000, "Subscribe calls allowed between arrival and first write"
@@ -273,6 +279,7 @@ class ServerConfig:
             max_concurrent_handshakes=self.max_concurrent_handshakes,
             emit_rate_per_service=self.emit_rate_per_service,
             emit_burst_per_service=self.emit_burst_per_service,
+            revocation_ttl_s=self.revocation_ttl_s,
         )
 
     def router_limits(self) -> RouterLimits:

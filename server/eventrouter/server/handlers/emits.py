@@ -35,7 +35,9 @@ class Emits:
         self._state = state
 
     async def emit(self, request: pb.EmitRequest, call: CallInfo) -> pb.EmitResponse:
-        self._authorize(call, (request,))
+        service = self._authorize(call, (request,))
+        if self._state.limits.emit_rate_per_service > 0:
+            await self._take_rate(service, (request,))
         try:
             item = self._check(request, "")
         except RequestError as e:
@@ -47,7 +49,9 @@ class Emits:
         self, request: pb.EmitBatchRequest, call: CallInfo
     ) -> pb.EmitBatchResponse:
         emits = request.emits
-        self._authorize(call, emits)
+        service = self._authorize(call, emits)
+        if self._state.limits.emit_rate_per_service > 0:
+            await self._take_rate(service, emits)
         try:
             # Validate everything first: a bad emit refuses the whole batch
             # before any of it is delivered.
@@ -57,14 +61,23 @@ class Emits:
         results = await self._accept(emits, items)
         return emit_batch_response(results)
 
-    def _authorize(self, call: CallInfo, requests: Sequence[pb.EmitRequest]) -> None:
-        state = self._state
+    def _authorize(self, call: CallInfo, requests: Sequence[pb.EmitRequest]) -> str:
         try:
-            service = state.service_identity(call)
+            return self._state.service_identity(call)
         except Refused:
             self._count(requests, "unauthenticated")
             raise
-        if not state.emit_rate.allow(service, len(requests)):
+
+    async def _take_rate(self, service: str, requests: Sequence[pb.EmitRequest]) -> None:
+        """Charge the emits to the service's rate (counted across nodes with Redis)."""
+        state = self._state
+        try:
+            allowed = await state.broker.allow_emits(service, len(requests))
+        except BrokerUnavailable as e:
+            # Never admitted unchecked: while Redis is away the emit fails as any emit would.
+            self._count(requests, "unavailable")
+            raise Refused(Code.UNAVAILABLE, f"broker unavailable: {e}") from None
+        if not allowed:
             state.security_stats.limit_rejections["emit_rate"] += 1
             self._count(requests, "rate_limited")
             raise Refused(

@@ -15,7 +15,7 @@ from eventrouter.server.auth import Authenticator, AuthError, Metadata, PeerAuth
 from eventrouter.server.broker.base import Broker
 from eventrouter.server.core.stats import Histogram
 from eventrouter.server.handlers.errors import Refused, auth_refused
-from eventrouter.server.security.limits import RateLimiter, SecurityLimits
+from eventrouter.server.security.limits import SecurityLimits
 
 SERVICE_NAME = "eventrouter.v1.EventRouterService"
 
@@ -77,7 +77,8 @@ class HandlerState:
         # Open streams by connection id, and Subscribes not yet past their first write.
         self.writers: dict[str, StreamWriter] = {}
         self.handshakes = 0
-        self.emit_rate = RateLimiter(limits.emit_rate_per_service, limits.emit_burst_per_service)
+        # The broker applies the per-user stream and emit rate limits across nodes.
+        broker.configure_limits(limits)
 
     def service_identity(self, call: CallInfo) -> str:
         """The calling service, or Refused (UNAUTHENTICATED / PERMISSION_DENIED)."""

@@ -27,7 +27,7 @@ from collections.abc import AsyncGenerator
 from typing import Any
 
 from eventrouter.server.auth import AuthError, Subscriber
-from eventrouter.server.broker.base import BrokerUnavailable
+from eventrouter.server.broker.base import BrokerUnavailable, LimitReached
 from eventrouter.server.core.connections import ClientConnection
 from eventrouter.server.core.queue import CloseReason, ConnectionQueue
 from eventrouter.server.core.router import OpenResult
@@ -205,12 +205,9 @@ class Subscriptions:
             raise Refused(Code.PERMISSION_DENIED, denied)
         limits = state.limits
         registry = router.registry
+        # This node's count first (cheap); a cluster broker's open counts every node's.
         if registry.count_of_user(subscriber.user_id) >= limits.max_streams_per_user:
-            state.security_stats.limit_rejections["streams_per_user"] += 1
-            raise Refused(
-                Code.RESOURCE_EXHAUSTED,
-                f"user already holds {limits.max_streams_per_user} streams (the maximum)",
-            )
+            raise self._too_many_streams()
         if len(registry) >= limits.max_streams_per_node:
             state.security_stats.limit_rejections["streams_per_node"] += 1
             raise Refused(Code.RESOURCE_EXHAUSTED, "node is at its stream limit")
@@ -225,7 +222,17 @@ class Subscriptions:
             raise self._request_refused(e) from None
         except BrokerUnavailable as e:
             raise Refused(Code.UNAVAILABLE, f"broker unavailable: {e}") from None
+        except LimitReached:
+            raise self._too_many_streams() from None
         return connection, opened
+
+    def _too_many_streams(self) -> Refused:
+        state = self._state
+        state.security_stats.limit_rejections["streams_per_user"] += 1
+        maximum = state.limits.max_streams_per_user
+        return Refused(
+            Code.RESOURCE_EXHAUSTED, f"user already holds {maximum} streams (the maximum)"
+        )
 
     def _request_refused(self, error: RequestError) -> Refused:
         if isinstance(error, IdTooLong):

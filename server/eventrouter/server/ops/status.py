@@ -1,5 +1,8 @@
 """The live status of one node, as ``/status.json`` serves it to the status page.
 
+Its "nodes" are this node and, in a cluster, every live node as the broker's
+node directory last listed it (redis_revocations: leases renewed with presence).
+
 Rates (events per second) come from the same counters the metrics export,
 sampled about once a second into a sliding window: the rate is the counter's
 increase between the oldest and the newest sample in the window, divided by
@@ -112,7 +115,7 @@ class StatusTracker:
         healthy = self.healthy() if self.healthy is not None else True
         return {
             "node_id": router.node_id,
-            "nodes": [{"id": router.node_id, "self": True, "healthy": healthy}],
+            "nodes": self._nodes(healthy, len(connections)),
             "time_ms": int(time.time() * 1000),
             "uptime_s": round(time.time() - self.started_at, 1),
             "open_streams": {**streams, "total": len(connections)},
@@ -149,6 +152,18 @@ class StatusTracker:
                 for c in slowest
             ],
         }
+
+    def _nodes(self, healthy: bool, streams: int) -> list[dict[str, Any]]:
+        """This node, and every other live node that cluster presence lists."""
+        own = self.source.router.node_id
+        nodes = [{"id": own, "self": True, "healthy": healthy, "streams": streams}]
+        for node in self.source.service.state.broker.live_nodes():
+            if node.node_id != own:
+                # Listed = its lease is current: it reached Redis within presence_ttl.
+                nodes.append(
+                    {"id": node.node_id, "self": False, "healthy": True, "streams": node.streams}
+                )
+        return sorted(nodes, key=lambda n: str(n["id"]))
 
 
 def _depth(connection: ClientConnection) -> int:

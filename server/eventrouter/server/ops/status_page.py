@@ -49,7 +49,8 @@ _BODY = """
 </header>
 
 <h2>Nodes</h2>
-<table id="nodes"><thead><tr><th>node</th><th>health</th></tr></thead><tbody></tbody></table>
+<table id="nodes"><thead><tr><th>node</th><th>health</th><th>streams</th></tr></thead>
+<tbody></tbody></table>
 
 <h2>Traffic <span class="muted" id="window"></span></h2>
 <div class="grid">
@@ -151,6 +152,7 @@ function render(s) {
     const row = nodes.insertRow();
     cell(row, n.id + (n.self ? " (this node)" : ""));
     cell(row, n.healthy ? "serving" : "not serving");
+    cell(row, n.streams);
   }
   const body = $("slowest").tBodies[0];
   body.replaceChildren();

@@ -1,4 +1,9 @@
-"""Rate and concurrency limits that protect one node from one caller."""
+"""Rate and concurrency limits that protect the nodes from one caller.
+
+With a broker spanning nodes (Redis), ``max_streams_per_user`` and the emit
+rate are counted across the cluster (broker/redis_limits.py); ``RateLimiter``
+is the one-node count.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +16,7 @@ from dataclasses import dataclass
 class SecurityLimits:
     """Caps on what callers may hold or send (0 = unlimited where noted)."""
 
-    # Streams one user may hold on this node (apps, viewers, daemons together).
+    # Streams one user may hold (apps, viewers, daemons together; cluster-wide with Redis).
     max_streams_per_user: int = 100
     # Streams this node holds in total.
     max_streams_per_node: int = 100_000
@@ -21,6 +26,9 @@ class SecurityLimits:
     emit_rate_per_service: float = 0.0
     # Events a service may send in a burst above its rate.
     emit_burst_per_service: int = 10_000
+    # How long a Disconnect's revocation lasts at least (longer when the token
+    # it names, seen in a stream, expires later).
+    revocation_ttl_s: float = 86_400.0
 
 
 class RateLimiter:
