@@ -36,7 +36,14 @@ BROKER_OPTIONS = "timeout=1&health_interval=0.2&presence_refresh=0.5&presence_tt
 class NodeProcess:
     """One eventrouter node; ``kill()`` is a crash (SIGKILL), ``stop()`` a SIGTERM."""
 
-    def __init__(self, workdir: Path, name: str, broker_url: str) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        name: str,
+        broker_url: str,
+        *extra: str,
+        keys_file: Path | None = None,
+    ) -> None:
         self.name = name
         self.port = free_port()
         self.log_path = workdir / f"{name}.log"
@@ -47,7 +54,7 @@ class NodeProcess:
             "eventrouter.server",
             "--listen",
             f"127.0.0.1:{self.port}",
-            "--insecure",
+            *(["--keys-file", str(keys_file)] if keys_file is not None else ["--insecure"]),
             "--broker",
             f"{broker_url}{sep}{BROKER_OPTIONS}",
             "--node-id",
@@ -56,6 +63,7 @@ class NodeProcess:
             "",
             "--shutdown-grace-s",
             "0",
+            *extra,
         ]
         self.process: subprocess.Popen[bytes] | None = None
 
