@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,6 +11,8 @@ import grpc
 import pytest
 
 from eventrouter.server import RouterServer
+from eventrouter.server.auth import TokenAuthenticator
+from eventrouter.server.security.tokens import LEEWAY_S
 from eventrouter.v1 import router_service_pb2 as pb
 from eventrouter.v1 import router_service_pb2_grpc as pb_grpc
 from tests.security.helpers import (
@@ -311,3 +314,35 @@ async def test_disconnect_interrupts_a_writer_blocked_by_flow_control(
         assert error.code() == grpc.StatusCode.UNAVAILABLE
         assert "too quiet" in (error.details() or "")
         await eventually(lambda: len(server.router.registry) == 0, "stream unregistered")
+
+
+async def test_a_revocation_lasts_its_ttl_or_until_the_token_seen_expires(
+    keys: Keys, keys_file: Path
+) -> None:
+    async with (
+        secure_server(keys_file, revocation_ttl_s=60.0) as server,
+        connect(server) as stub,
+    ):
+        admin = bearer(keys.service())
+        held_token = keys.user("alice", token_id="jti-held", ttl_s=7200)
+        held = await open_stream(stub, held_token)
+        before = time.time()
+        for jti in ("jti-held", "jti-unseen"):
+            request = pb.DisconnectRequest(token_id=jti, revoke=True)
+            await stub.Disconnect(request, metadata=admin)
+        await held.ended()
+        auth = server.service.state.auth
+        assert isinstance(auth, TokenAuthenticator)
+        revoked = auth.revoked_token_ids
+        # Seen in a stream: until the token expires (plus the verifier's leeway).
+        assert before + 7200 <= revoked["jti-held"] <= time.time() + 7200 + LEEWAY_S
+        # Never seen: revocation_ttl_s.
+        assert before + 60 <= revoked["jti-unseen"] <= time.time() + 60
+        # A revocation past its time lapses; a later expiry is never shortened.
+        auth.revoke("jti-held", time.time() - 1)
+        assert revoked["jti-held"] > time.time() + 7000
+        auth.revoked_token_ids["jti-unseen"] = time.time() - 1
+        (await open_stream(stub, keys.user("alice", token_id="jti-unseen"))).cancel()
+        assert "jti-unseen" not in revoked
+        error = await subscribe_error(stub, held_token)
+        assert error.code() == grpc.StatusCode.PERMISSION_DENIED
