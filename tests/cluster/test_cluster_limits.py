@@ -25,13 +25,21 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc  # type: ignore[import-untyped]
 
+from eventrouter.server.auth import Metadata
 from eventrouter.v1 import router_service_pb2 as pb
 from eventrouter.v1 import router_service_pb2_grpc as pb_grpc
 from tests.cluster.nodes import READ_DEADLINE_S, NodeProcess, update_request
 from tests.conftest import require_tool
 from tests.ops._support import http_get
 from tests.security.helpers import Keys, Stream, bearer, open_stream, subscribe_error
-from tests.support.redis import REDIS_CLI, REDIS_SERVER, RedisProcess, command, free_port
+from tests.support.redis import (
+    REDIS_CLI,
+    REDIS_SERVER,
+    RedisProcess,
+    command,
+    free_port,
+    redis_server,
+)
 from tests.support.servers import running_server, user_metadata, user_scope
 
 pytestmark = pytest.mark.slow
@@ -43,15 +51,17 @@ LEASE_S = 2.0
 
 
 @pytest.fixture
-def redis(tmp_path: Path) -> Iterator[RedisProcess]:
+def redis() -> Iterator[RedisProcess]:
     """A private redis-server, stopped by PID after the test."""
     require_tool(REDIS_SERVER is not None and REDIS_CLI is not None, "redis-server and redis-cli")
-    process = RedisProcess(tmp_path / "redis")
-    try:
-        process.start()
+    with redis_server() as process:
         yield process
-    finally:
-        process.stop()
+
+
+def secure_setup(tmp_path: Path) -> tuple[Keys, Path, Metadata]:
+    """Keys, their JWKS file for the nodes, and a service credential."""
+    keys = Keys()
+    return keys, keys.write(tmp_path / "keys.json"), bearer(keys.service())
 
 
 @contextlib.asynccontextmanager
@@ -218,9 +228,7 @@ async def test_emit_rate_limit_holds_across_nodes(tmp_path: Path, redis: RedisPr
 async def test_revocation_before_a_node_starts_is_honoured_by_it(
     tmp_path: Path, redis: RedisProcess
 ) -> None:
-    keys = Keys()
-    keys_file = keys.write(tmp_path / "keys.json")
-    service = bearer(keys.service())
+    keys, keys_file, service = secure_setup(tmp_path)
     held_token = keys.user("alice", token_id="jti-held", ttl_s=7200)
     idle_token = keys.user("alice", token_id="jti-idle", ttl_s=7200)
     ttl = ("--revocation-ttl-s", "600")
@@ -304,9 +312,7 @@ async def test_get_connections_and_status_page_list_every_node(
 
 
 async def test_redis_down_admits_nothing_unchecked(tmp_path: Path, redis: RedisProcess) -> None:
-    keys = Keys()
-    keys_file = keys.write(tmp_path / "keys.json")
-    service = bearer(keys.service())
+    keys, keys_file, service = secure_setup(tmp_path)
     options = ("--max-streams-per-user", str(LIMIT), "--emit-rate-per-service", "1000")
     alice = keys.user("alice")
     revoke = pb.DisconnectRequest(token_id="jti-x", revoke=True)
