@@ -1,5 +1,8 @@
 """Limits and state that hold across nodes: real node processes sharing a private Redis.
 
+The limits and the revocations are tested on one Redis and on a 3-shard Redis
+Cluster (their keys live on other slots than the users'); the rest on one Redis.
+
 * ``max_streams_per_user`` counts a user's streams on every node: N on node A
   and one more on node B is refused exactly as one node refuses it; closing a
   stream on one node frees a slot on the other, and a crashed node's streams
@@ -28,6 +31,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc  # type: ignore[import-un
 from eventrouter.server.auth import Metadata
 from eventrouter.v1 import router_service_pb2 as pb
 from eventrouter.v1 import router_service_pb2_grpc as pb_grpc
+from tests.cluster.conftest import Backend
 from tests.cluster.nodes import READ_DEADLINE_S, NodeProcess, update_request
 from tests.conftest import require_tool
 from tests.ops._support import http_get
@@ -67,7 +71,7 @@ def secure_setup(tmp_path: Path) -> tuple[Keys, Path, Metadata]:
 @contextlib.asynccontextmanager
 async def nodes_up(
     tmp_path: Path,
-    redis: RedisProcess,
+    redis: RedisProcess | Backend,
     names: Sequence[str],
     *extra: str,
     keys_file: Path | None = None,
@@ -166,11 +170,11 @@ async def one_node_refusal(**limits: object) -> grpc.aio.AioRpcError:
         return refused
 
 
-async def test_stream_limit_holds_across_nodes(tmp_path: Path, redis: RedisProcess) -> None:
+async def test_stream_limit_holds_across_nodes(tmp_path: Path, backend: Backend) -> None:
     single = await one_node_refusal(max_streams_per_user=LIMIT)
     assert single.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     limit = ("--max-streams-per-user", str(LIMIT))
-    async with nodes_up(tmp_path, redis, ["a", "b"], *limit) as nodes, stubs(nodes) as (a, b):
+    async with nodes_up(tmp_path, backend, ["a", "b"], *limit) as nodes, stubs(nodes) as (a, b):
         held = [await stream(a, "alice") for _ in range(LIMIT)]
         refused = await refusal(b, "alice")
         assert (refused.code(), refused.details()) == (single.code(), single.details())
@@ -198,7 +202,7 @@ def batch(n: int, tag: str) -> pb.EmitBatchRequest:
     return pb.EmitBatchRequest(emits=[update_request("u", f"{tag}-{i}") for i in range(n)])
 
 
-async def test_emit_rate_limit_holds_across_nodes(tmp_path: Path, redis: RedisProcess) -> None:
+async def test_emit_rate_limit_holds_across_nodes(tmp_path: Path, backend: Backend) -> None:
     # A burst of 10 and almost no refill (one event per 100 s): the counts are exact.
     rate = ("--emit-rate-per-service", "0.01", "--emit-burst-per-service", "10")
     async with (
@@ -211,7 +215,7 @@ async def test_emit_rate_limit_holds_across_nodes(tmp_path: Path, redis: RedisPr
         await one.EmitBatch(batch(6, "s"))
         with pytest.raises(grpc.aio.AioRpcError) as single:
             await one.EmitBatch(batch(6, "t"))
-    async with nodes_up(tmp_path, redis, ["a", "b"], *rate) as nodes, stubs(nodes) as (a, b):
+    async with nodes_up(tmp_path, backend, ["a", "b"], *rate) as nodes, stubs(nodes) as (a, b):
         await a.EmitBatch(batch(6, "a"), timeout=READ_DEADLINE_S)
         with pytest.raises(grpc.aio.AioRpcError) as refused:
             await b.EmitBatch(batch(6, "b"), timeout=READ_DEADLINE_S)
@@ -226,14 +230,14 @@ async def test_emit_rate_limit_holds_across_nodes(tmp_path: Path, redis: RedisPr
 
 
 async def test_revocation_before_a_node_starts_is_honoured_by_it(
-    tmp_path: Path, redis: RedisProcess
+    tmp_path: Path, backend: Backend
 ) -> None:
     keys, keys_file, service = secure_setup(tmp_path)
     held_token = keys.user("alice", token_id="jti-held", ttl_s=7200)
     idle_token = keys.user("alice", token_id="jti-idle", ttl_s=7200)
     ttl = ("--revocation-ttl-s", "600")
     async with (
-        nodes_up(tmp_path, redis, ["a", "b"], *ttl, keys_file=keys_file) as nodes,
+        nodes_up(tmp_path, backend, ["a", "b"], *ttl, keys_file=keys_file) as nodes,
         stubs(nodes) as (a, b),
     ):
         held = await open_stream(b, held_token)
@@ -245,18 +249,18 @@ async def test_revocation_before_a_node_starts_is_honoured_by_it(
 
         # Kept with its expiry: the idle token's for revocation_ttl_s, the held
         # one's until the token expires (B saw it, and extended what A stored).
-        key = "er:{%ctl}:revoked"
+        key, control = "er:{%ctl}:revoked", backend.owner_of("%ctl")
 
         async def held_extended() -> bool:
-            score = command(redis.port, "ZSCORE", key, "jti-held")
+            score = command(control.port, "ZSCORE", key, "jti-held")
             return bool(score) and float(score) > (revoked_at + 7000) * 1000
 
         await until(held_extended, "the held token's revocation kept until it expires")
-        idle = float(command(redis.port, "ZSCORE", key, "jti-idle")) / 1000
+        idle = float(command(control.port, "ZSCORE", key, "jti-idle")) / 1000
         assert revoked_at + 590 < idle < time.time() + 610
 
         async with (
-            nodes_up(tmp_path, redis, ["c"], *ttl, keys_file=keys_file) as later,
+            nodes_up(tmp_path, backend, ["c"], *ttl, keys_file=keys_file) as later,
             stubs(later) as (c,),
         ):
             # SERVING already: the revocations were read before.

@@ -73,11 +73,12 @@ class Admin:
             targets = self._targets(request)
         except RequestError as e:
             raise self._refused(e) from None
+        revokes = self._revokes_token(request)
         # (Before the streams end: their credentials tell the token's expiry.)
-        until = self._revocation_until(request.token_id, targets)
+        until = self._revocation_until(request.token_id, targets) if revokes else 0.0
         ended = self.disconnect_locally(request, targets)
         try:
-            if self._revokes_token(request):
+            if revokes:
                 # Kept first, broadcast second: a node starting meanwhile either
                 # reads it from the broker or is subscribed in time to hear it.
                 await state.broker.store_revocation(request.token_id, until)
