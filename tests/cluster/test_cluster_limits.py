@@ -198,6 +198,22 @@ async def test_stream_limit_holds_across_nodes(tmp_path: Path, backend: Backend)
             call.cancel()
 
 
+async def test_concurrent_opens_on_two_nodes_take_exactly_the_limit(
+    tmp_path: Path, redis: RedisProcess
+) -> None:
+    limit = ("--max-streams-per-user", "4")
+    async with nodes_up(tmp_path, redis, ["a", "b"], *limit) as nodes, stubs(nodes) as (a, b):
+        kept: list[Any] = []
+        # Twelve at once, six per node: a node's own count never sees the
+        # other's streams, so only the count in Redis keeps the total at four.
+        results = await asyncio.gather(
+            *(opens(stub, user_metadata("carol"), kept) for stub in [a, b] * 6)
+        )
+        assert sorted(results) == [False] * 8 + [True] * 4
+        for call in kept:
+            call.cancel()
+
+
 def batch(n: int, tag: str) -> pb.EmitBatchRequest:
     return pb.EmitBatchRequest(emits=[update_request("u", f"{tag}-{i}") for i in range(n)])
 
