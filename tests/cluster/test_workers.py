@@ -31,7 +31,6 @@ import pytest
 
 from eventrouter.client import (
     Backoff,
-    Connected,
     EventRouterClient,
     ReconnectPolicy,
     Subscription,
@@ -79,6 +78,11 @@ def redis(tmp_path: Path) -> Iterator[RedisProcess]:
         server.stop()
 
 
+def server_env() -> dict[str, str]:
+    """This environment without settings of its own (EVENTROUTER_*)."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("EVENTROUTER_")}
+
+
 class Workers:
     """``eventrouter serve --workers ...`` as a subprocess logging to a file."""
 
@@ -92,10 +96,9 @@ class Workers:
         self.count = 0
 
     def spawn(self) -> None:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("EVENTROUTER_")}
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
-                self.args, stdout=log, stderr=subprocess.STDOUT, env=env
+                self.args, stdout=log, stderr=subprocess.STDOUT, env=server_env()
             )
 
     def log(self) -> str:
@@ -346,19 +349,23 @@ async def test_auto_is_one_worker_per_core(tmp_path: Path, redis: RedisProcess) 
 # -- refused ----------------------------------------------------------------------
 
 
+def serve_once(*args: str) -> subprocess.CompletedProcess[str]:
+    """``eventrouter serve --insecure ARGS`` run to its end (a refused start)."""
+    return subprocess.run(
+        [sys.executable, "-m", "eventrouter.server", "--insecure", *args],
+        capture_output=True,
+        text=True,
+        env=server_env(),
+        timeout=60,
+        check=False,
+    )
+
+
 @pytest.mark.parametrize("count", ["2", "auto"])
 def test_more_than_one_worker_without_a_shared_broker_is_refused(count: str) -> None:
     if count == "auto" and cpu_cores() == 1:
         pytest.skip("auto is one worker on a machine of one core")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("EVENTROUTER_")}
-    result = subprocess.run(
-        [sys.executable, "-m", "eventrouter.server", "--insecure", "--workers", count],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-        check=False,
-    )
+    result = serve_once("--workers", count)
     assert result.returncode == 1, result
     workers = cpu_cores() if count == "auto" else 2
     assert result.stderr.splitlines() == [
@@ -391,16 +398,14 @@ def test_a_worker_that_cannot_start_stops_the_start_with_exit_1(
     # Worker 1 serves metrics on the --metrics-listen port + 1: taken.
     with contextlib.ExitStack() as stack:
         metrics = _two_ports_second_held(stack)
-        env = {k: v for k, v in os.environ.items() if not k.startswith("EVENTROUTER_")}
-        result = subprocess.run(
-            [sys.executable, "-m", "eventrouter.server", "--insecure", "--workers", "2"]
-            + broker_args(redis)
-            + ["--listen", "127.0.0.1:0", "--metrics-listen", f"127.0.0.1:{metrics}"],
-            capture_output=True,
-            text=True,
-            env=env,
-            timeout=60,
-            check=False,
+        result = serve_once(
+            "--workers",
+            "2",
+            *broker_args(redis),
+            "--listen",
+            "127.0.0.1:0",
+            "--metrics-listen",
+            f"127.0.0.1:{metrics}",
         )
     assert result.returncode == 1, result.stderr
     assert (
