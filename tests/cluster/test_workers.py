@@ -28,6 +28,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+from google.protobuf.json_format import MessageToDict
 
 from eventrouter.client import (
     Backoff,
@@ -52,6 +53,7 @@ from tests.support.model import (
     wait_until,
 )
 from tests.support.redis import REDIS_SERVER, RedisProcess
+from tests.support.web import connect_call
 
 pytestmark = pytest.mark.slow
 
@@ -65,6 +67,7 @@ LISTENING = re.compile(
     r"eventrouter listening on 127\.0\.0\.1:(\d+) \((\d+) workers: nodes ([^;]+); event loop"
 )
 SERVING = re.compile(r"worker (\d+) serving \(pid (\d+), node (\S+),")
+WEB = re.compile(r"web listener \(Connect, gRPC-Web\) on 127\.0\.0\.1:(\d+)")
 
 
 @pytest.fixture
@@ -156,6 +159,24 @@ class Workers:
                         os.kill(pid, signal.SIGKILL)
 
 
+def listening_ports(pid: int) -> set[int]:
+    """The TCP ports process ``pid`` has a listening socket on (from /proc)."""
+    inodes = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        with contextlib.suppress(OSError):
+            link = os.readlink(f"/proc/{pid}/fd/{fd}")
+            if link.startswith("socket:["):
+                inodes.add(link[len("socket:[") : -1])
+    ports = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError), open(table) as rows:
+            for row in list(rows)[1:]:
+                fields = row.split()
+                if fields[3] == "0A" and fields[9] in inodes:  # 0A: LISTEN
+                    ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+    return ports
+
+
 def _is_worker(pid: int) -> bool:
     try:
         return b"eventrouter.server.ops.workers" in Path(f"/proc/{pid}/cmdline").read_bytes()
@@ -184,9 +205,16 @@ def broker_args(redis: RedisProcess) -> list[str]:
 async def test_two_workers_share_one_port_route_by_the_rule_and_drain(
     tmp_path: Path, redis: RedisProcess
 ) -> None:
-    async with running_workers(tmp_path, "--workers", "2", *broker_args(redis)) as workers:
+    args = ["--workers", "2", "--web-listen", "127.0.0.1:0", *broker_args(redis)]
+    async with running_workers(tmp_path, *args) as workers:
         assert workers.count == 2
         assert len(workers.nodes()) == 2
+        # Both workers listen on both ports: gRPC and the web listener.
+        found = WEB.search(workers.log())
+        assert found is not None, workers.log()
+        web_port = int(found.group(1))
+        for starts in workers.serving().values():
+            assert {workers.port, web_port} <= listening_ports(starts[-1][0])
         users = [f"u{i}-{uuid.uuid4().hex[:6]}" for i in range(4)]
         # Every stream on a TCP connection of its own: the kernel spreads them.
         channels = [
@@ -213,9 +241,14 @@ async def test_two_workers_share_one_port_route_by_the_rule_and_drain(
                         model.emit_update(user, event_id, flt)
                         stub = emitters[(u + f + round_) % len(emitters)]
                         await stub.Emit(update_request(user, event_id, flt), timeout=10)
+            # The last ones through the web listener (Connect), a new connection each.
             for user in users:
                 model.emit_update(user, f"end-{user}", Filter("all"))
-                await emitters[0].Emit(update_request(user, f"end-{user}"), timeout=10)
+                request = MessageToDict(update_request(user, f"end-{user}"))
+                reply = await asyncio.to_thread(
+                    connect_call, f"127.0.0.1:{web_port}", "Emit", request, "-"
+                )
+                assert reply["position"]["offset"] == str(model.head(user)), reply
             for reader in readers:
                 user = reader.opened.user_id
                 expected = model.received[reader.connection_id][:-1]
