@@ -139,7 +139,12 @@ class Workers:
     async def exit_code(self) -> int:
         assert self.process is not None
         process = self.process
-        await wait_until(lambda: process.poll() is not None, STOP_DEADLINE_S, "the parent's exit")
+        try:
+            await wait_until(lambda: process.poll() is not None, STOP_DEADLINE_S, "the exit")
+        except AssertionError:
+            left = [pid for starts in self.serving().values() for pid, _ in starts]
+            left = [pid for pid in left if _is_worker(pid)]
+            raise AssertionError(f"still running, workers {left}:\n{self.log()}") from None
         return process.returncode
 
     def stop(self) -> None:
@@ -264,6 +269,7 @@ async def test_two_workers_share_one_port_route_by_the_rule_and_drain(
             assert await workers.exit_code() == 0
             assert not [pid for pid in pids if _is_worker(pid)]
             assert workers.log().count("shutting down: ended") == 2
+            assert "still running" not in workers.log()
         finally:
             for channel in channels:
                 await channel.close()
@@ -447,3 +453,30 @@ def test_a_worker_that_cannot_start_stops_the_start_with_exit_1(
     )
     assert "exited before it served (exit status 1): stopping" in result.stderr
     assert "eventrouter listening" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("flag", "what"), [("--listen", "gRPC"), ("--web-listen", "the web listener")]
+)
+def test_a_port_held_by_another_process_is_refused_not_shared(flag: str, what: str) -> None:
+    # Held with SO_REUSEPORT, as a worker holds it: the workers must not join it.
+    with socket.socket() as holder:
+        holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        address = f"127.0.0.1:{holder.getsockname()[1]}"
+        args = {"--listen": "127.0.0.1:0", "--web-listen": "127.0.0.1:0", flag: address}
+        result = serve_once(
+            "--workers",
+            "2",
+            "--broker",
+            "redis://127.0.0.1:1/0",  # never reached: the ports come first
+            "--metrics-listen",
+            "",
+            *(item for pair in args.items() for item in pair),
+        )
+    assert result.returncode == 1
+    [line] = result.stderr.splitlines()
+    assert line.startswith(f"eventrouter serve: cannot listen on {address} for {what}"), line
+    assert line.endswith(f"Address already in use; change it with {flag}"), line

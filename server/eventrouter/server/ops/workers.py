@@ -27,6 +27,7 @@ The parent (``run_workers``) serves nothing itself:
   reconnect, to any worker, and resume with no gap and no duplicate.
 - **Stop.** SIGTERM or SIGINT is forwarded (as SIGTERM) to every worker,
   which drains as one node does; the parent exits 0 once all have exited.
+  A worker still running 10 s after the drain's grace is killed (logged).
   A worker whose stdin closes (the parent is gone) drains too.
 """
 
@@ -56,6 +57,8 @@ log = logging.getLogger("eventrouter.server.workers")
 WORKER_MODULE = "eventrouter.server.ops.workers"
 BACKOFF_FIRST_S = 0.5
 BACKOFF_MAX_S = 30.0
+# A worker still running this long after the drain's grace (--shutdown-grace-s) is killed.
+KILL_AFTER_S = 10.0
 # A worker that served this long before it exited is restarted from the first backoff.
 STABLE_S = 60.0
 
@@ -163,14 +166,33 @@ class Supervisor:
         return None
 
     def stop(self) -> None:
-        """Drain every worker (SIGTERM/SIGINT to the parent)."""
+        """Drain every worker (SIGTERM/SIGINT to the parent); kill those that outlive the grace."""
         if not self._stopping.is_set():
             log.info("stopping %d workers", self.count)
+            deadline = self.config.shutdown_grace_s + KILL_AFTER_S
+            asyncio.get_running_loop().call_later(deadline, self._kill, deadline)
         self._stopping.set()
-        for worker in self.workers:
-            if worker.process is not None and worker.process.returncode is None:
-                with contextlib.suppress(ProcessLookupError):
-                    worker.process.terminate()
+        for _, process in self._running():
+            with contextlib.suppress(ProcessLookupError):
+                process.terminate()
+
+    def _running(self) -> list[tuple[_Worker, asyncio.subprocess.Process]]:
+        return [
+            (w, w.process)
+            for w in self.workers
+            if w.process is not None and w.process.returncode is None
+        ]
+
+    def _kill(self, after_s: float) -> None:
+        for worker, process in self._running():
+            log.warning(
+                "worker %d (pid %d) still running %.1f s after SIGTERM: killing it",
+                worker.index,
+                worker.pid,
+                after_s,
+            )
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
 
     async def _keep(self, worker: _Worker) -> None:
         """Restart ``worker`` each time it exits, until the supervisor stops."""
@@ -198,14 +220,14 @@ class Supervisor:
 
     async def run(self) -> int:
         """Start the workers, keep them running, drain them; the process's exit code."""
-        self._hold_ports()
-        if not self.config.insecure:
-            # Created once here, not raced by the workers' first start.
-            ensure_keys_file(self.config.keys_path())
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self.stop)
         try:
+            self._hold_ports()
+            if not self.config.insecure:
+                # Created once here, not raced by the workers' first start.
+                ensure_keys_file(self.config.keys_path())
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, self.stop)
             served = await asyncio.gather(*(self._spawn(w) for w in self.workers))
             if self._stopping.is_set():  # told to stop while starting
                 await self._wait_all()
