@@ -52,7 +52,7 @@ from tests.support.model import (
     update_request,
     wait_until,
 )
-from tests.support.redis import REDIS_SERVER, RedisProcess
+from tests.support.redis import REDIS_SERVER, RedisProcess, redis_server
 from tests.support.web import connect_call
 
 pytestmark = pytest.mark.slow
@@ -71,14 +71,10 @@ WEB = re.compile(r"web listener \(Connect, gRPC-Web\) on 127\.0\.0\.1:(\d+)")
 
 
 @pytest.fixture
-def redis(tmp_path: Path) -> Iterator[RedisProcess]:
+def redis() -> Iterator[RedisProcess]:
     require_tool(REDIS_SERVER is not None, "redis-server")
-    server = RedisProcess(tmp_path / "redis")
-    try:
-        server.start()
+    with redis_server() as server:
         yield server
-    finally:
-        server.stop()
 
 
 def server_env() -> dict[str, str]:
