@@ -16,10 +16,10 @@ from eventrouter.server.config import (
     ConfigError,
     ServerConfig,
     add_serve_arguments,
+    checks,
     config_from_args,
     resolve_config,
 )
-from eventrouter.server.config.checks import cpu_cores
 from eventrouter.server.ops import config_cli
 
 
@@ -99,7 +99,7 @@ def test_workers_a_number_or_auto_from_each_source(tmp_path: Path) -> None:
     config = resolve_config(parse("--config", str(path)), {}).config
     assert (config.workers, config.worker_count()) == ("4", 4)
     config = resolve_config(parse("--config", str(path)), {"EVENTROUTER_WORKERS": "auto"}).config
-    assert config.worker_count() == cpu_cores()
+    assert config.worker_count() == checks.cpu_cores()
     config = resolve_config(parse("--workers", "3", "--broker", redis), {}).config
     assert config.worker_count() == 3
     # Workers share their port (SO_REUSEPORT); one process refuses a port held that way.
@@ -110,6 +110,13 @@ def test_workers_a_number_or_auto_from_each_source(tmp_path: Path) -> None:
     out = io.StringIO()
     assert config_cli.run(parse("--config", str(path)), out=out, environ={}) == 0
     assert f'workers = "4"  # config file {path}' in out.getvalue().splitlines()
+
+
+def test_more_than_one_worker_needs_linux(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(checks, "SHARED_PORTS", False)
+    [problem] = problems_of(parse("--workers", "2", "--broker", "redis://127.0.0.1:6379/0"), {})
+    assert problem.startswith("flag --workers: workers: more than 1 worker needs Linux")
+    assert resolve_config(parse("--workers", "1"), {}).config.worker_count() == 1
 
 
 @pytest.mark.parametrize(

@@ -21,6 +21,7 @@ from __future__ import annotations
 import importlib.util
 import math
 import os
+import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -138,13 +139,19 @@ def worker_count(value: str) -> int:
     return cpu_cores() if value.strip().lower() == "auto" else int(value)
 
 
+# Workers share a port through SO_REUSEPORT, which spreads connections over
+# its listeners on Linux only (elsewhere one listener would take them all).
+SHARED_PORTS = sys.platform == "linux"
+
+
 def workers_value(value: str) -> str | None:
-    """``auto`` or a whole number of at least 1."""
-    if value.strip().lower() == "auto":
-        return None
-    if value.strip().isdigit() and int(value) >= 1:
-        return None
-    return f"expected a number of workers (1 or more) or auto, got {value!r}"
+    """``auto`` or a whole number of at least 1; more than 1 on Linux only."""
+    word = value.strip().lower()
+    if word != "auto" and not (word.isdigit() and int(word) >= 1):
+        return f"expected a number of workers (1 or more) or auto, got {value!r}"
+    if not SHARED_PORTS and worker_count(value) > 1:
+        return f"more than 1 worker needs Linux (SO_REUSEPORT), got {value!r} on {sys.platform}"
+    return None
 
 
 def uvloop_installed() -> bool:
@@ -267,6 +274,7 @@ def problems(
 
 __all__ = [
     "KIND_NAMES",
+    "SHARED_PORTS",
     "Check",
     "Problem",
     "all_of",

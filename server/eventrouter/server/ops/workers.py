@@ -338,10 +338,11 @@ def worker_main() -> None:
     """One worker: settings from stdin, serve until SIGTERM/SIGINT or the parent is gone."""
     request = json.loads(sys.stdin.buffer.readline())
     index = int(request["worker"])
-    config = ServerConfig(**request["settings"])
-    handler = configure_logging(config, stream=sys.stderr, hasher=UserIdHasher.from_config(config))
-    handler.addFilter(_WorkerField(index))
     try:
+        config = ServerConfig(**request["settings"])
+        hasher = UserIdHasher.from_config(config)
+        handler = configure_logging(config, stream=sys.stderr, hasher=hasher)
+        handler.addFilter(_WorkerField(index))
         run_server(config, lambda server, stop: _serving(index, server, stop))
     except (ValueError, OSError) as e:
         sys.exit(f"eventrouter serve: worker {index}: {e}")
