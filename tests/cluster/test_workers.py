@@ -39,6 +39,7 @@ from eventrouter.client import (
     user_scope,
 )
 from eventrouter.server.config.checks import cpu_cores
+from eventrouter.server.ops.workers import restart_delay
 from eventrouter.v1 import router_service_pb2_grpc as pb_grpc
 from tests.cluster.nodes import BROKER_OPTIONS
 from tests.conftest import require_tool
@@ -348,6 +349,12 @@ async def test_a_killed_worker_is_restarted_and_its_clients_resume_without_gap(
             new_node = workers.serving()[index][-1][1]
             assert new_node != victim_node
             await _a_stream_lands_on(workers, new_node, user)
+
+
+def test_the_restart_backoff_doubles_up_to_a_bound() -> None:
+    delays = [restart_delay(exits) for exits in range(1, 10)]
+    assert delays == [0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0, 30.0]
+    assert restart_delay(10_000) == 30.0
 
 
 async def _a_stream_lands_on(workers: Workers, node: str, user: str) -> None:

@@ -62,7 +62,14 @@ KILL_AFTER_S = 10.0
 # A worker that served this long before it exited is restarted from the first backoff.
 STABLE_S = 60.0
 
-__all__ = ["BACKOFF_FIRST_S", "BACKOFF_MAX_S", "STABLE_S", "Supervisor", "run_workers"]
+__all__ = [
+    "BACKOFF_FIRST_S",
+    "BACKOFF_MAX_S",
+    "STABLE_S",
+    "Supervisor",
+    "restart_delay",
+    "run_workers",
+]
 
 
 @dataclass
@@ -203,7 +210,7 @@ class Supervisor:
                 return
             served_s = loop.time() - worker.started_at
             worker.exits = 1 if served_s >= STABLE_S else worker.exits + 1
-            delay = min(BACKOFF_FIRST_S * 2 ** (worker.exits - 1), BACKOFF_MAX_S)
+            delay = restart_delay(worker.exits)
             log.warning(
                 "worker %d (pid %d, node %s) exited (%s) after %.1f s; restarting in %.1f s",
                 worker.index,
@@ -273,6 +280,11 @@ class Supervisor:
         )
         if self.web_listen:
             log.info("web listener (Connect, gRPC-Web) on %s", self.web_listen)
+
+
+def restart_delay(exits: int) -> float:
+    """Seconds before a worker's restart, after ``exits`` quick exits in a row (1 or more)."""
+    return min(BACKOFF_FIRST_S * 2 ** min(exits - 1, 16), BACKOFF_MAX_S)
 
 
 def _with_port(address: str, port: int) -> str:
