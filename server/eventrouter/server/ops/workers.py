@@ -284,7 +284,7 @@ class Supervisor:
 
 def restart_delay(exits: int) -> float:
     """Seconds before a worker's restart, after ``exits`` quick exits in a row (1 or more)."""
-    return min(BACKOFF_FIRST_S * 2 ** min(exits - 1, 16), BACKOFF_MAX_S)
+    return min(BACKOFF_FIRST_S * 2.0 ** min(exits - 1, 16), BACKOFF_MAX_S)
 
 
 def _with_port(address: str, port: int) -> str:
