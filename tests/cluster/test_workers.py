@@ -3,8 +3,9 @@
 A real ``eventrouter serve --workers 2`` against a private ``redis-server``:
 
 * many streams opened on its one port land on both workers (the node id
-  each stream's ``opened`` names); emits through the same port reach
-  exactly the streams the routing rule selects, in per-user order;
+  each stream's ``opened`` names); updates and ephemerals emitted through
+  the same port (gRPC and the web listener) reach exactly the streams the
+  routing rule selects, in per-user order;
 * SIGTERM drains both workers and the parent exits 0;
 * a worker killed by its PID (logged by the parent) is restarted, and the
   Python client's subscriptions it held resume with no gap and no duplicate;
@@ -49,6 +50,7 @@ from tests.support.model import (
     Filter,
     RoutingModel,
     StreamReader,
+    ephemeral_request,
     subscribe,
     update_request,
     wait_until,
@@ -240,9 +242,11 @@ async def test_two_workers_share_one_port_route_by_the_rule_and_drain(
                 for u, user in enumerate(users):
                     for f, flt in enumerate(MATRIX_FILTERS):
                         event_id = f"e{round_}-{u}-{f}"
-                        model.emit_update(user, event_id, flt)
                         stub = emitters[(u + f + round_) % len(emitters)]
+                        model.emit_update(user, event_id, flt)
                         await stub.Emit(update_request(user, event_id, flt), timeout=10)
+                        model.emit_ephemeral(user, f"x{event_id}", flt)
+                        await stub.Emit(ephemeral_request(user, f"x{event_id}", flt), timeout=10)
             # The last ones through the web listener (Connect), a new connection each.
             for user in users:
                 model.emit_update(user, f"end-{user}", Filter("all"))
