@@ -23,6 +23,7 @@ import signal
 import socket
 import subprocess
 import sys
+import urllib.request
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -90,9 +91,9 @@ class Workers:
 
     def __init__(self, tmp_path: Path, *args: str) -> None:
         self.log_path = tmp_path / "workers.log"
-        self.args = [sys.executable, "-m", "eventrouter.server", "--insecure", *args]
+        self.args = [sys.executable, "-m", "eventrouter.server", "--insecure"]
         self.args += ["--listen", "127.0.0.1:0", "--metrics-listen", ""]
-        self.args += ["--shutdown-grace-s", "0", "--log-level", "info"]
+        self.args += ["--shutdown-grace-s", "0", "--log-level", "info", *args]
         self.process: subprocess.Popen[bytes] | None = None
         self.port = 0
         self.count = 0
@@ -390,6 +391,52 @@ async def test_auto_is_one_worker_per_core(tmp_path: Path, redis: RedisProcess) 
         assert await workers.exit_code() == 0
     finally:
         workers.stop()
+
+
+def _two_free_ports() -> int:
+    """A port P such that P and P + 1 are both free now; P."""
+    for _ in range(50):
+        with socket.socket() as first, socket.socket() as second:
+            first.bind(("127.0.0.1", 0))
+            port: int = first.getsockname()[1]
+            try:
+                second.bind(("127.0.0.1", port + 1))
+            except OSError:
+                continue
+        return port
+    raise AssertionError("no two free ports in a row in 50 tries")
+
+
+def scrape(port: int) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        text: str = response.read().decode()
+        return text
+
+
+async def test_worker_i_serves_metrics_on_port_plus_i_and_outlives_no_parent(
+    tmp_path: Path, redis: RedisProcess
+) -> None:
+    metrics = _two_free_ports()
+    args = ["--workers", "2", "--metrics-listen", f"127.0.0.1:{metrics}", *broker_args(redis)]
+    async with running_workers(tmp_path, *args) as workers:
+        for i in range(2):
+            node = workers.serving()[i][-1][1]
+            text = await asyncio.to_thread(scrape, metrics + i)
+            assert f'eventrouter_node_info{{node_id="{node}"}} 1.0' in text
+        assert "worker=0" in workers.log()  # a worker's own lines say which it is
+        assert "worker=1" in workers.log()
+
+        # The parent killed: its workers notice (their stdin closes), drain and exit.
+        pids = [starts[-1][0] for starts in workers.serving().values()]
+        assert workers.process is not None
+        workers.process.kill()
+        workers.process.wait(timeout=STOP_DEADLINE_S)
+        await wait_until(
+            lambda: not [pid for pid in pids if _is_worker(pid)],
+            STOP_DEADLINE_S,
+            "the orphaned workers' exit",
+        )
+        assert workers.log().count("shutting down: ended") == 2
 
 
 # -- refused ----------------------------------------------------------------------
