@@ -16,6 +16,7 @@ from eventrouter.server.config import (
     ConfigError,
     ServerConfig,
     add_serve_arguments,
+    checks,
     config_from_args,
     resolve_config,
 )
@@ -89,6 +90,52 @@ def test_floats_accept_toml_integers_and_client_variables_are_ignored(tmp_path: 
     config = resolve_config(parse("--config", str(path)), environ).config
     assert config.history_max_age_s == 60.0
     assert isinstance(config.history_max_age_s, float)
+
+
+def test_workers_a_number_or_auto_from_each_source(tmp_path: Path) -> None:
+    redis = "redis://127.0.0.1:6379/0"
+    # A TOML integer, as well as a string ("auto").
+    path = write_toml(tmp_path, f'workers = 4\nbroker = "{redis}"\n')
+    config = resolve_config(parse("--config", str(path)), {}).config
+    assert (config.workers, config.worker_count()) == ("4", 4)
+    config = resolve_config(parse("--config", str(path)), {"EVENTROUTER_WORKERS": "auto"}).config
+    assert config.worker_count() == checks.cpu_cores()
+    config = resolve_config(parse("--workers", "3", "--broker", redis), {}).config
+    assert config.worker_count() == 3
+    # Workers share their port (SO_REUSEPORT); one process refuses a port held that way.
+    assert ("grpc.so_reuseport", 1) in config.grpc_options()
+    assert ("grpc.so_reuseport", 0) in ServerConfig().grpc_options()
+    assert ServerConfig().worker_count() == 1  # the default: one process
+
+    out = io.StringIO()
+    assert config_cli.run(parse("--config", str(path)), out=out, environ={}) == 0
+    assert f'workers = "4"  # config file {path}' in out.getvalue().splitlines()
+
+
+def test_more_than_one_worker_needs_linux(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(checks, "SHARED_PORTS", False)
+    [problem] = problems_of(parse("--workers", "2", "--broker", "redis://127.0.0.1:6379/0"), {})
+    assert problem.startswith("flag --workers: workers: more than 1 worker needs Linux")
+    assert resolve_config(parse("--workers", "1"), {}).config.worker_count() == 1
+
+
+@pytest.mark.parametrize(
+    ("argv", "environ", "fragment"),
+    [
+        (("--workers", "0"), {}, "flag --workers: workers: expected a number of workers (1 or"),
+        ((), {"EVENTROUTER_WORKERS": "many"}, "environment variable EVENTROUTER_WORKERS: workers:"),
+        (
+            ("--workers", "2"),
+            {},
+            "workers (flag --workers), broker (default): 2 workers need a shared broker:"
+            " add --broker redis://HOST:PORT/DB (with memory:// each worker would route only"
+            " its own connections)",
+        ),
+    ],
+)
+def test_workers_refused(argv: tuple[str, ...], environ: dict[str, str], fragment: str) -> None:
+    [problem] = problems_of(parse(*argv), environ)
+    assert problem.startswith(fragment), problem
 
 
 # -- every wrong value names its source and field ------------------------------

@@ -8,6 +8,7 @@ import sys
 from eventrouter.server.app import run_server
 from eventrouter.server.config import ConfigError, add_serve_arguments, config_from_args
 from eventrouter.server.ops.logs import UserIdHasher, configure_logging
+from eventrouter.server.ops.workers import run_workers
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -35,6 +36,9 @@ def run(args: argparse.Namespace) -> None:
         sys.exit(f"eventrouter serve: invalid configuration: {e}")
     configure_logging(config, stream=sys.stderr, hasher=hasher)
     try:
+        if config.worker_count() > 1:
+            # A supervisor of N workers (eventrouter.server.ops.workers).
+            sys.exit(run_workers(config))
         run_server(config)
     except (ValueError, OSError) as e:
         # Keys file unreadable or too open, TLS files missing, port taken...:

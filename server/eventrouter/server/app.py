@@ -44,8 +44,14 @@ class RouterServer:
         config: ServerConfig | None = None,
         authenticator: Authenticator | None = None,
         broker: Callable[[EventRouter], Broker] | None = None,
+        *,
+        announce: bool = True,
     ) -> None:
         self.config = config or ServerConfig()
+        # Whether start() logs the "listening" line (a worker's supervisor logs it instead).
+        self.announce = announce
+        # A worker of --workers N: its ports are shared with the other workers.
+        self.shared_ports = self.config.worker_count() > 1
         self.router = EventRouter(self.config.router_limits(), self.config.node_id or None)
         # memory:// (default) or Redis, as --broker says, unless a factory is given.
         self.broker = (broker or broker_factory(self.config.broker))(self.router)
@@ -86,7 +92,12 @@ class RouterServer:
         await self.ops.listen()
         web = self._web_listener()
         try:
-            self.port = bind_grpc(server, self.config.listen, server_credentials(self.config))
+            self.port = bind_grpc(
+                server,
+                self.config.listen,
+                server_credentials(self.config),
+                shared=self.shared_ports,
+            )
             if web is not None:
                 self.web_port = await web.start()
                 self._web = web
@@ -101,13 +112,18 @@ class RouterServer:
         self._server = server
         self._sweeper = asyncio.create_task(self._sweep_forever())
         await self.ops.start()
+        if self.announce:
+            self._announce()
+        return self.port
+
+    def _announce(self) -> None:
         host = self.config.listen.rpartition(":")[0]
         log.info(
             "eventrouter listening on %s:%d (node %s, event loop %s)",
             host,
             self.port,
             self.router.node_id,
-            type(asyncio.get_running_loop()).__module__.split(".")[0],
+            loop_name(),
         )
         if self._web is not None:
             log.info(
@@ -115,7 +131,6 @@ class RouterServer:
                 self.config.web_listen.rpartition(":")[0],
                 self.web_port,
             )
-        return self.port
 
     def _web_listener(self) -> WebListener | None:
         config = self.config
@@ -132,6 +147,7 @@ class RouterServer:
             config.web_listen,
             tls=web_tls_context(config),
             shutdown_grace_s=config.shutdown_grace_s,
+            shared=self.shared_ports,
         )
 
     async def _sweep_forever(self) -> None:
@@ -216,6 +232,11 @@ def web_tls_context(config: ServerConfig) -> ssl.SSLContext | None:
     return context
 
 
+def loop_name() -> str:
+    """The running event loop's library: ``uvloop`` or ``asyncio``."""
+    return type(asyncio.get_running_loop()).__module__.split(".")[0]
+
+
 def _csv(value: str) -> list[str]:
     return [item.strip() for item in value.split(",") if item.strip()]
 
@@ -238,15 +259,24 @@ def loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
     return factory
 
 
-def run_server(config: ServerConfig) -> None:
+def run_server(
+    config: ServerConfig, on_started: Callable[[RouterServer, asyncio.Event], None] | None = None
+) -> None:
     """Serve on the configured event loop until SIGTERM or SIGINT."""
     with asyncio.Runner(loop_factory=loop_factory(config.event_loop)) as runner:
-        runner.run(serve(config))
+        runner.run(serve(config, on_started))
 
 
-async def serve(config: ServerConfig) -> None:
-    """Run until SIGTERM or SIGINT, then drain within the configured grace period."""
-    server = RouterServer(config)
+async def serve(
+    config: ServerConfig, on_started: Callable[[RouterServer, asyncio.Event], None] | None = None
+) -> None:
+    """Run until SIGTERM or SIGINT, then drain within the configured grace period.
+
+    ``on_started(server, stop)``, when given, is told once the node serves,
+    instead of the "listening" line being logged (a worker tells its
+    supervisor, which logs it once for all workers); setting ``stop`` drains.
+    """
+    server = RouterServer(config, announce=on_started is None)
     # Handlers first: a SIGTERM right after "listening" is logged must drain
     # gracefully, not kill the process.
     stop = asyncio.Event()
@@ -255,6 +285,8 @@ async def serve(config: ServerConfig) -> None:
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
     await server.start()
+    if on_started is not None:
+        on_started(server, stop)
     # Everything allocated at start-up lives as long as the process: keep the
     # collector from rescanning it, and collect the young generation less
     # often (each emit allocates a few short-lived objects). Measured by

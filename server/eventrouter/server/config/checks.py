@@ -20,11 +20,13 @@ from __future__ import annotations
 
 import importlib.util
 import math
+import os
+import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from eventrouter.server.broker.redis_config import check_broker_url
+from eventrouter.server.broker.redis_config import MEMORY_URL, check_broker_url
 
 # A setting's own check: why its value is wrong, or None when it is fine.
 Check = Callable[[Any], str | None]
@@ -118,6 +120,40 @@ def broker_url(value: str) -> str | None:
     return None
 
 
+def cpu_cores() -> int:
+    """The cores this process may run on (``workers = "auto"``).
+
+    ``os.process_cpu_count()`` (Python 3.13+), else the affinity mask it
+    reads, else ``os.cpu_count()``.
+    """
+    counter = getattr(os, "process_cpu_count", None)
+    if counter is not None:
+        return int(counter() or 1)
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0)) or 1
+    return os.cpu_count() or 1
+
+
+def worker_count(value: str) -> int:
+    """How many workers ``workers`` asks for: ``auto`` (the cores) or a whole number."""
+    return cpu_cores() if value.strip().lower() == "auto" else int(value)
+
+
+# Workers share a port through SO_REUSEPORT, which spreads connections over
+# its listeners on Linux only (elsewhere one listener would take them all).
+SHARED_PORTS = sys.platform == "linux"
+
+
+def workers_value(value: str) -> str | None:
+    """``auto`` or a whole number of at least 1; more than 1 on Linux only."""
+    word = value.strip().lower()
+    if word != "auto" and not (word.isdigit() and int(word) >= 1):
+        return f"expected a number of workers (1 or more) or auto, got {value!r}"
+    if not SHARED_PORTS and worker_count(value) > 1:
+        return f"more than 1 worker needs Linux (SO_REUSEPORT), got {value!r} on {sys.platform}"
+    return None
+
+
 def uvloop_installed() -> bool:
     return importlib.util.find_spec("uvloop") is not None
 
@@ -172,6 +208,20 @@ def between(v: Mapping[str, Any]) -> Iterator[Problem]:
                 ("insecure", *key_fields),
                 f"insecure mode ignores keys: drop {' and '.join(key_fields)}",
             )
+    # Each worker routes through the broker: with memory:// it would route only
+    # its own connections, and the others' would silently miss events.
+    if (
+        has("workers", "broker")
+        and workers_value(v["workers"]) is None
+        and v["broker"] == MEMORY_URL
+    ):
+        count = worker_count(v["workers"])
+        if count > 1:
+            yield Problem(
+                ("workers", "broker"),
+                f"{count} workers need a shared broker: add --broker redis://HOST:PORT/DB"
+                " (with memory:// each worker would route only its own connections)",
+            )
     if has("hash_key_file", "hash_user_ids") and v["hash_key_file"] and not v["hash_user_ids"]:
         yield Problem(
             ("hash_key_file", "hash_user_ids"),
@@ -224,12 +274,14 @@ def problems(
 
 __all__ = [
     "KIND_NAMES",
+    "SHARED_PORTS",
     "Check",
     "Problem",
     "all_of",
     "at_least",
     "between",
     "broker_url",
+    "cpu_cores",
     "host_port",
     "host_port_or_off",
     "loop_available",
@@ -237,4 +289,6 @@ __all__ = [
     "one_of",
     "problems",
     "uvloop_installed",
+    "worker_count",
+    "workers_value",
 ]

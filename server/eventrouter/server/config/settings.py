@@ -27,7 +27,9 @@ or write a function value -> message or None).  Optional:
 - ``metavar=``: what to write in ``--help``, when the name does not say it
   (names ending in ``listen``, ``_file``, ``_s`` or ``_ms`` and numbers do);
 - ``shown=``: what an empty default means, shown in ``--help`` instead of
-  ``''`` (e.g. "random").
+  ``''`` (e.g. "random");
+- ``takes_int=True``: a str setting that a TOML file may also give as an
+  integer, kept as its text (``workers = 4`` as well as ``workers = "auto"``).
 
 A rule between two settings (``web_cors_origins`` needs ``web_listen``) goes
 in ``checks.between``.  Then read the value where it is used
@@ -55,6 +57,8 @@ from eventrouter.server.config.checks import (
     more_than,
     one_of,
     problems,
+    worker_count,
+    workers_value,
 )
 from eventrouter.server.core.history import HistoryLimits
 from eventrouter.server.core.queue import QueueLimits
@@ -80,6 +84,7 @@ class Setting:
     check: Check | None = None
     metavar: str | None = None
     shown: str | None = None
+    takes_int: bool = False
 
 
 def setting(
@@ -89,9 +94,11 @@ def setting(
     check: Check | None = None,
     metavar: str | None = None,
     shown: str | None = None,
+    takes_int: bool = False,
 ) -> T:
     """A ``ServerConfig`` field: its default, its ``--help`` text and its check."""
-    return field(default=default, metadata={"setting": Setting(help, check, metavar, shown)})
+    declared = Setting(help, check, metavar, shown, takes_int)
+    return field(default=default, metadata={"setting": declared})
 
 
 def setting_of(f: Field[Any]) -> Setting:
@@ -263,11 +270,24 @@ class ServerConfig:
         check=all_of(one_of(EVENT_LOOPS), loop_available),
         metavar="LOOP",
     )
+    workers: str = setting(
+        "1",
+        "processes serving this node's ports (--listen, --web-listen) together, each a node"
+        " of the cluster with its own node id; auto = this machine's cores; more than 1 needs"
+        " a shared --broker (Redis); worker i serves metrics on the --metrics-listen port + i",
+        check=workers_value,
+        metavar="N|auto",
+        takes_int=True,
+    )
 
     def __post_init__(self) -> None:
         found = validate({f.name: getattr(self, f.name) for f in fields(self)})
         if found:
             raise ValueError("; ".join(str(p) for p in found))
+
+    def worker_count(self) -> int:
+        """How many worker processes ``workers`` asks for (``auto``: the cores)."""
+        return worker_count(self.workers)
 
     def keys_path(self) -> Path:
         return Path(self.keys_file) if self.keys_file else default_keys_path()
@@ -309,7 +329,9 @@ class ServerConfig:
             ("grpc.http2.max_ping_strikes", 2),
             ("grpc.http2.max_pings_without_data", 0),
             ("grpc.max_receive_message_length", self.max_request_bytes),
-            ("grpc.so_reuseport", 0),
+            # Off for one process, so that a port someone else holds with
+            # SO_REUSEPORT is refused, not shared; workers share theirs.
+            ("grpc.so_reuseport", int(self.worker_count() > 1)),
         ]
         if self.max_connection_age_s:
             options += [
@@ -330,6 +352,12 @@ def field_types() -> dict[str, type]:
     return {name: kind for name, kind, _ in _specs()}
 
 
+@cache
+def int_text_fields() -> frozenset[str]:
+    """The str fields a TOML file may give as an integer (``takes_int``)."""
+    return frozenset(f.name for f in fields(ServerConfig) if setting_of(f).takes_int)
+
+
 def validate(values: Mapping[str, Any]) -> list[Problem]:
     """Every problem with a full set of field values (empty when they are fine)."""
     return problems(values, _specs())
@@ -343,6 +371,7 @@ __all__ = [
     "ServerConfig",
     "Setting",
     "field_types",
+    "int_text_fields",
     "setting",
     "setting_of",
     "validate",

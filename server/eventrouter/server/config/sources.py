@@ -28,7 +28,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from eventrouter.server.config.checks import KIND_NAMES
-from eventrouter.server.config.settings import ServerConfig, field_types, validate
+from eventrouter.server.config.settings import (
+    ServerConfig,
+    field_types,
+    int_text_fields,
+    validate,
+)
 
 ENV_PREFIX = "EVENTROUTER_"
 CONFIG_FILE_ENV = "EVENTROUTER_CONFIG"
@@ -163,6 +168,8 @@ def load_toml(path: str) -> tuple[dict[str, Any], list[str], set[str]]:
                 " keys are the field names listed by `eventrouter config`"
             )
             continue
+        if key in int_text_fields() and isinstance(raw, int) and not isinstance(raw, bool):
+            raw = str(raw)  # workers = 4, as well as workers = "auto"
         try:
             values[key] = _check_toml_value(types[key], raw)
         except ValueError as e:

@@ -10,7 +10,8 @@ with the node's certificate); HTTP/2 for browsers comes from the
 TLS-terminating proxy in front (README: "Browsers and mobile apps").
 
 The socket is bound here, so a busy address stops the start with the one
-line every listener gives (``ListenError``), and port 0 works.
+line every listener gives (``ListenError``), and port 0 works.  A worker of
+``--workers N`` binds it with SO_REUSEPORT, sharing the port with the others.
 """
 
 from __future__ import annotations
@@ -55,9 +56,12 @@ class WebListener:
         tls: ssl.SSLContext | None = None,
         shutdown_grace_s: float = 10.0,
         idle_timeout_s: float = 75.0,
+        shared: bool = False,
     ) -> None:
         self.app = app
         self.address = address
+        # A worker's: the port is shared with the other workers (SO_REUSEPORT).
+        self.shared = shared
         self.port = 0
         self._tls = tls
         self._socket: socket.socket | None = None
@@ -78,7 +82,7 @@ class WebListener:
 
     async def start(self) -> int:
         """Bind and serve; returns the bound port (raises ``ListenError``)."""
-        self._socket = sock = _bind(self.address)
+        self._socket = sock = _bind(self.address, self.shared)
         self.port = sock.getsockname()[1]
         config = self._config
         config.load()
@@ -99,7 +103,7 @@ class WebListener:
         await self._server.shutdown(sockets=[sock])
 
 
-def _bind(address: str) -> socket.socket:
+def _bind(address: str, shared: bool) -> socket.socket:
     what, flag = "the web listener (Connect, gRPC-Web)", "--web-listen"
     host, port = split_host_port(address)
     try:
@@ -110,6 +114,8 @@ def _bind(address: str) -> socket.socket:
     sock = socket.socket(family, kind, proto)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if shared:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind(sockaddr)
         sock.listen(BACKLOG)
         sock.setblocking(False)
