@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import random
 import re
 import signal
 import socket
@@ -394,17 +395,23 @@ async def test_auto_is_one_worker_per_core(tmp_path: Path, redis: RedisProcess) 
 
 
 def _two_free_ports() -> int:
-    """A port P such that P and P + 1 are both free now; P."""
-    for _ in range(50):
+    """A port P such that P and P + 1 are both free now; P.
+
+    Chosen below the kernel's ephemeral range (32768-60999 by default): there,
+    an outgoing connection anywhere on the machine (connect() takes even ports)
+    could take P + 1 between this check and the workers' binds.
+    """
+    rng = random.Random()
+    for _ in range(200):
+        port = rng.randrange(20000, 32000)
         with socket.socket() as first, socket.socket() as second:
-            first.bind(("127.0.0.1", 0))
-            port: int = first.getsockname()[1]
             try:
+                first.bind(("127.0.0.1", port))
                 second.bind(("127.0.0.1", port + 1))
             except OSError:
                 continue
         return port
-    raise AssertionError("no two free ports in a row in 50 tries")
+    raise AssertionError("no two free ports in a row in 200 tries")
 
 
 def scrape(port: int) -> str:
