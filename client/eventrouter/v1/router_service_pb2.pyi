@@ -595,7 +595,9 @@ class DisconnectRequest(_message.Message):
     """Human-readable reason, shown to the clients in the stream's status details."""
     revoke: _builtins.bool
     """False: streams end with UNAVAILABLE and clients may reconnect. True: they end with
-    PERMISSION_DENIED and, for `token_id`, the token is refused on every later Subscribe.
+    PERMISSION_DENIED and, for `token_id`, the token is refused on every later Subscribe
+    until the later of its own expiry and the router's revocation TTL (a router setting,
+    default one day) after this call; in a cluster, by every node, started later or not.
     """
     @_builtins.property
     def machine(self) -> Global___MachineSelector:

@@ -611,7 +611,9 @@ export type DisconnectRequest = Message<"eventrouter.v1.DisconnectRequest"> & {
 
   /**
    * False: streams end with UNAVAILABLE and clients may reconnect. True: they end with
-   * PERMISSION_DENIED and, for `token_id`, the token is refused on every later Subscribe.
+   * PERMISSION_DENIED and, for `token_id`, the token is refused on every later Subscribe
+   * until the later of its own expiry and the router's revocation TTL (a router setting,
+   * default one day) after this call; in a cluster, by every node, started later or not.
    *
    * @generated from field: bool revoke = 7;
    */
