@@ -65,6 +65,8 @@ def plan_runs(
                         continue
                     if spec.targets is not None and found.name not in spec.targets:
                         continue
+                    if found.workloads is not None and name not in found.workloads:
+                        continue
                     runs.append((rep, name, mode, target))
     return runs
 
