@@ -32,7 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from contextlib import suppress
+from contextlib import ExitStack, suppress
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +41,8 @@ import targets
 import workloads
 from driver import RunResult, run_one
 from procs import py_spy
+from report.compare import SECTIONS as COMPARE_SECTIONS
+from revision import baseline_target
 from workloads import Workload, merged_sizes
 
 BENCH = Path(__file__).resolve().parent
@@ -79,7 +81,7 @@ def layout() -> report.Layout:
         baselines=tuple(t.name for t in targets.REGISTRY.values() if t.baseline),
         colors={t.name: t.color for t in targets.REGISTRY.values()},
         hidden=frozenset(s.name for s in specs if not s.main_table),
-        sections=tuple(s.section for s in specs if s.section is not None),
+        sections=(*(s.section for s in specs if s.section is not None), *COMPARE_SECTIONS),
     )
 
 
@@ -118,7 +120,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--profile", action="store_true", help="also profile the eventrouter under W1/W2 (py-spy)"
     )
+    parser.add_argument(
+        "--baseline-rev",
+        metavar="REV",
+        help="also run the eventrouter of commit REV (a git worktree, removed afterwards) as"
+        " target eventrouter@REV; the report divides the eventrouter by it",
+    )
     args = parser.parse_args(argv)
+    with ExitStack() as stack:
+        if args.baseline_rev:
+            tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="eventrouter-rev-"))
+            at_rev = stack.enter_context(baseline_target(args.baseline_rev, Path(tmp)))
+            args.targets += f",{at_rev.name}"
+        return run(parser, args)
+
+
+def run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     opts = targets.Options(clients=args.clients, server_python=args.server_python)
     if args.clients != "python" and not targets.node_clients_installed():
         parser.error(
