@@ -102,6 +102,43 @@ def test_node_subscribers_see_exactly_once_too(tmp_path: Path) -> None:
     assert {r["pub_client"] for r in document["runs"]} == {"python grpcio"}
 
 
+def test_web_subscribers_see_exactly_once_too(tmp_path: Path) -> None:
+    # eventrouter-web: subscribers over the Connect protocol (peers/web/client.mjs),
+    # emits over gRPC; it runs W1-W4 only (W0 here is left out by the target).
+    require_tool(
+        shutil.which("node") is not None
+        and (ROOT / "node_modules" / "@grpc" / "proto-loader").is_dir(),
+        "node and the root node_modules (make node-deps)",
+    )
+    document = run_quick(tmp_path, "eventrouter-web", "W0,W1,W2,W4")
+    assert {r["workload"] for r in document["runs"]} == {"W1", "W2", "W4"}
+    assert_exactly_once(document, {"eventrouter-web"}, {"W1", "W2", "W4"})
+    assert {r["sub_client"] for r in document["runs"]} == {"node http/1.1 connect"}
+    assert "## Web subscribers" in (tmp_path / "latest.md").read_text()
+
+
+def test_baseline_rev_runs_another_commit_beside(tmp_path: Path) -> None:
+    # --baseline-rev: eventrouter@REV from a git worktree, removed afterwards.
+    require_tool(shutil.which("git") is not None and (ROOT / ".git").exists(), "a git checkout")
+    args = ["--quick", "--out", str(tmp_path), "--targets", "eventrouter", "--workloads", "W1"]
+    proc = subprocess.run(
+        [sys.executable, str(RUN), *args, "--clients", "python", "--baseline-rev", "HEAD"],
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT_S,
+        cwd=ROOT,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    document = json.loads((tmp_path / "latest.json").read_text())
+    assert_exactly_once(document, {"eventrouter", "eventrouter@HEAD"}, {"W1"})
+    assert "## Against eventrouter@HEAD" in (tmp_path / "latest.md").read_text()
+    listed = subprocess.run(
+        ["git", "worktree", "list"], capture_output=True, text=True, cwd=ROOT, check=True
+    ).stdout
+    assert str(tmp_path) not in listed and "eventrouter-rev-" not in listed
+
+
 def test_stalled_consumers_leave_the_others_exactly_once(tmp_path: Path) -> None:
     # W2s: 2 of 120 connections stop reading and are sent 10 MiB each; W2p: the
     # same emits, nobody stalled.  Both run against the eventrouter and Socket.IO only.
