@@ -48,6 +48,7 @@ from workloads import Workload, merged_sizes
 BENCH = Path(__file__).resolve().parent
 MODES = ("emit", "batch")
 SUBJECT = "eventrouter"
+WEB = "eventrouter-web"  # profiled under W2 too when it runs (--profile)
 
 
 def plan_runs(
@@ -192,7 +193,8 @@ def run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
             )
         profiles: dict[str, Any] = {}
         if args.profile:
-            profiles = run_profiles(built, tmp, out, opts)
+            web = [t for t in target_names if t == WEB] if "W2" in built else []
+            profiles = run_profiles(built, tmp, out, opts, web)
     elapsed = time.monotonic() - started
     meta = {
         "command": " ".join([Path(sys.executable).name, "bench/run.py", *sys.argv[1:]]),
@@ -265,20 +267,24 @@ def _machine(server_python: str) -> dict[str, Any]:
 
 
 def run_profiles(
-    built: dict[str, Workload], tmp: Path, out: Path, opts: targets.Options
+    built: dict[str, Workload], tmp: Path, out: Path, opts: targets.Options, also: list[str]
 ) -> dict[str, Any]:
-    """Profile the eventrouter under W1 and W2 with batched producers (not measured runs)."""
+    """Profile the eventrouter under W1 and W2 with batched producers (not measured runs).
+
+    ``also``: more targets (eventrouter-web) profiled under W2.
+    """
     if py_spy() is None:
         return {"error": "py-spy not installed (pip install py-spy)"}
     found: dict[str, Any] = {}
-    for name in ("W1", "W2"):
-        if name not in built:
-            continue
-        raw = out / f"profile-{name}.txt"
-        r = run_one(SUBJECT, built[name], "batch", 99, tmp, 1, opts, profile=raw)
+    jobs = [(name, SUBJECT) for name in ("W1", "W2") if name in built]
+    jobs += [("W2", target) for target in also]
+    for name, target in jobs:
+        label = name if target == SUBJECT else f"{name} {target}"
+        raw = out / f"profile-{label.replace(' ', '-')}.txt"
+        r = run_one(target, built[name], "batch", 99, tmp, 1, opts, profile=raw)
         if raw.exists():
-            found[name] = report.profile_summary(raw.read_text())
-            found[name]["run_ok"] = r.ok
+            found[label] = report.profile_summary(raw.read_text())
+            found[label]["run_ok"] = r.ok
     return found
 
 

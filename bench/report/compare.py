@@ -86,7 +86,9 @@ def web_section(cells: Mapping[str, dict[str, Any]]) -> list[str]:
         web = cells.get(key(workload, mode, WEB), {}).get(metric)
         peer = cells.get(key(workload, mode, PEER), {}).get(metric)
         measured = ratio(web, peer)
-        met = "n/a (not measured)" if measured is None else ("yes" if measured <= limit else "**NO**")
+        met = (
+            "n/a (not measured)" if measured is None else ("yes" if measured <= limit else "**NO**")
+        )
         lines.append(
             f"| {goal} | ≤ {limit:g}× | {f(_shown(metric, web), 2)} | {f(_shown(metric, peer), 2)}"
             f" | {f(measured, 2)} | {met} |"
