@@ -16,6 +16,7 @@ from common import free_port
 
 from targets.base import PEERS, Options
 from targets.eventrouter import EventRouter
+from targets.grpc_clients import node_clients_installed
 
 WEB_CLIENT = PEERS / "web" / "client.mjs"
 
@@ -30,6 +31,11 @@ class EventRouterWeb(EventRouter):
 
     def __init__(self) -> None:
         self._web_ports: dict[int, int] = {}
+
+    def available(self) -> str | None:
+        if node_clients_installed():  # protobufjs comes with the root's @grpc/proto-loader
+            return None
+        return "eventrouter-web not run: node or the root node_modules missing (make node-deps)"
 
     def server_cmd(
         self, port: int, variants: list[str], broker: str | None, node: int, opts: Options

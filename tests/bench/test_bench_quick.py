@@ -31,9 +31,11 @@ NPM_TIMEOUT_S = 180.0
 pytestmark = pytest.mark.timeout(300)
 
 
-def run_quick(out: Path, targets: str, workloads: str, clients: str = "python") -> dict[str, Any]:
+def run_quick(
+    out: Path, targets: str, workloads: str, clients: str = "python", more: list[str] | None = None
+) -> dict[str, Any]:
     args = ["--quick", "--out", str(out), "--targets", targets, "--workloads", workloads]
-    args += ["--clients", clients]
+    args += ["--clients", clients, *(more or [])]
     proc = subprocess.run(
         [sys.executable, str(RUN), *args],
         capture_output=True,
@@ -120,17 +122,7 @@ def test_web_subscribers_see_exactly_once_too(tmp_path: Path) -> None:
 def test_baseline_rev_runs_another_commit_beside(tmp_path: Path) -> None:
     # --baseline-rev: eventrouter@REV from a git worktree, removed afterwards.
     require_tool(shutil.which("git") is not None and (ROOT / ".git").exists(), "a git checkout")
-    args = ["--quick", "--out", str(tmp_path), "--targets", "eventrouter", "--workloads", "W1"]
-    proc = subprocess.run(
-        [sys.executable, str(RUN), *args, "--clients", "python", "--baseline-rev", "HEAD"],
-        capture_output=True,
-        text=True,
-        timeout=RUN_TIMEOUT_S,
-        cwd=ROOT,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    document = json.loads((tmp_path / "latest.json").read_text())
+    document = run_quick(tmp_path, "eventrouter", "W1", more=["--baseline-rev", "HEAD"])
     assert_exactly_once(document, {"eventrouter", "eventrouter@HEAD"}, {"W1"})
     assert "## Against eventrouter@HEAD" in (tmp_path / "latest.md").read_text()
     listed = subprocess.run(
