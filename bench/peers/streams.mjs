@@ -7,12 +7,15 @@
 // record { index, connId, ks, lats, error } that it fills as events arrive
 // (see record() and arrived()).
 
-import { readFileSync, writeFileSync } from "node:fs";
-import { command, cpuSince, nowUs, say, sayLast, sleep } from "./lineproto.mjs";
+import {
+  awaitExpected,
+  command,
+  cpuSince,
+  nowUs,
+  say,
+  writeResults,
+} from "./lineproto.mjs";
 import { readEvents } from "./proto.mjs";
-
-const STALL_MS = 5000; // finish when nothing arrived for this long
-const FINISH_CAP_MS = 120000;
 
 /** A fresh stream record for `conn`. */
 export const streamOf = (conn) => ({ index: conn.index, connId: "", ks: [], lats: [], error: "" });
@@ -77,30 +80,9 @@ export async function holdStreams(spec, start) {
   say("ready", { ids: Object.fromEntries(streams.map((s) => [String(s.index), s.connId])) });
   const cpuStart = process.cpuUsage(); // from "ready" to just before writing the results
   const cmd = await command();
-  if (cmd.startsWith("finish ")) {
-    // Wait until every stream has its expected count or has ended, or nothing
-    // arrives for STALL_MS.
-    const expected = JSON.parse(readFileSync(cmd.slice(7), "utf8"));
-    const end = Date.now() + FINISH_CAP_MS;
-    let lastTotal = -1;
-    let lastChange = Date.now();
-    while (Date.now() < end) {
-      if (streams.every((s) => s.error || s.ks.length >= (expected[String(s.index)] ?? 0))) break;
-      if (stats.received !== lastTotal) {
-        lastTotal = stats.received;
-        lastChange = Date.now();
-      } else if (Date.now() - lastChange > STALL_MS) break;
-      await sleep(20);
-    }
-  }
+  if (cmd.startsWith("finish ")) await awaitExpected(cmd.slice(7), streams, stats);
   const cpuS = cpuSince(cpuStart);
-  const results = {};
-  for (const s of streams) results[String(s.index)] = { ks: s.ks, lat: s.lats, error: s.error };
-  writeFileSync(
-    spec.out,
-    JSON.stringify({ first_recv_us: stats.first, last_recv_us: stats.last, conns: results }),
-  );
   // Then exit without closing thousands of connections one by one, which
   // measures nothing: the orchestrator stops the server next, dropping them all.
-  sayLast("done", { received: stats.received, cpu_s: cpuS });
+  writeResults(spec.out, streams, stats, cpuS);
 }
