@@ -110,6 +110,7 @@ def run_one(
         redis_port,
     ):
         addrs = [f"127.0.0.1:{n.port}" for n in nodes]
+        sub_addrs = [target.sub_addr(n.port) for n in nodes]
         subs: list[Worker] = []
         pub: Worker | None = None
         stalled: Worker | None = None
@@ -120,7 +121,7 @@ def run_one(
             dump_json(
                 str(spec),
                 {
-                    "targets": addrs,
+                    "targets": sub_addrs,
                     "conns": conns,
                     "open_concurrency": 100,
                     "channel_per": channel_per,

@@ -32,7 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from contextlib import suppress
+from contextlib import ExitStack, suppress
 from pathlib import Path
 from typing import Any
 
@@ -41,11 +41,14 @@ import targets
 import workloads
 from driver import RunResult, run_one
 from procs import py_spy
+from report.compare import SECTIONS as COMPARE_SECTIONS
+from revision import baseline_target
 from workloads import Workload, merged_sizes
 
 BENCH = Path(__file__).resolve().parent
 MODES = ("emit", "batch")
 SUBJECT = "eventrouter"
+WEB = "eventrouter-web"  # profiled under W2 too when it runs (--profile)
 
 
 def plan_runs(
@@ -65,6 +68,8 @@ def plan_runs(
                         continue
                     if spec.targets is not None and found.name not in spec.targets:
                         continue
+                    if found.workloads is not None and name not in found.workloads:
+                        continue
                     runs.append((rep, name, mode, target))
     return runs
 
@@ -77,7 +82,7 @@ def layout() -> report.Layout:
         baselines=tuple(t.name for t in targets.REGISTRY.values() if t.baseline),
         colors={t.name: t.color for t in targets.REGISTRY.values()},
         hidden=frozenset(s.name for s in specs if not s.main_table),
-        sections=tuple(s.section for s in specs if s.section is not None),
+        sections=(*(s.section for s in specs if s.section is not None), *COMPARE_SECTIONS),
     )
 
 
@@ -116,7 +121,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--profile", action="store_true", help="also profile the eventrouter under W1/W2 (py-spy)"
     )
+    parser.add_argument(
+        "--baseline-rev",
+        metavar="REV",
+        help="also run the eventrouter of commit REV (a git worktree, removed afterwards) as"
+        " target eventrouter@REV; the report divides the eventrouter by it",
+    )
     args = parser.parse_args(argv)
+    with ExitStack() as stack:
+        if args.baseline_rev:
+            tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="eventrouter-rev-"))
+            at_rev = stack.enter_context(baseline_target(args.baseline_rev, Path(tmp)))
+            args.targets += f",{at_rev.name}"
+        return run(parser, args)
+
+
+def run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     opts = targets.Options(clients=args.clients, server_python=args.server_python)
     if args.clients != "python" and not targets.node_clients_installed():
         parser.error(
@@ -173,7 +193,8 @@ def main(argv: list[str] | None = None) -> int:
             )
         profiles: dict[str, Any] = {}
         if args.profile:
-            profiles = run_profiles(built, tmp, out, opts)
+            web = [t for t in target_names if t == WEB] if "W2" in built else []
+            profiles = run_profiles(built, tmp, out, opts, web)
     elapsed = time.monotonic() - started
     meta = {
         "command": " ".join([Path(sys.executable).name, "bench/run.py", *sys.argv[1:]]),
@@ -246,20 +267,24 @@ def _machine(server_python: str) -> dict[str, Any]:
 
 
 def run_profiles(
-    built: dict[str, Workload], tmp: Path, out: Path, opts: targets.Options
+    built: dict[str, Workload], tmp: Path, out: Path, opts: targets.Options, also: list[str]
 ) -> dict[str, Any]:
-    """Profile the eventrouter under W1 and W2 with batched producers (not measured runs)."""
+    """Profile the eventrouter under W1 and W2 with batched producers (not measured runs).
+
+    ``also``: more targets (eventrouter-web) profiled under W2.
+    """
     if py_spy() is None:
         return {"error": "py-spy not installed (pip install py-spy)"}
     found: dict[str, Any] = {}
-    for name in ("W1", "W2"):
-        if name not in built:
-            continue
-        raw = out / f"profile-{name}.txt"
-        r = run_one(SUBJECT, built[name], "batch", 99, tmp, 1, opts, profile=raw)
+    jobs = [(name, SUBJECT) for name in ("W1", "W2") if name in built]
+    jobs += [("W2", target) for target in also]
+    for name, target in jobs:
+        label = name if target == SUBJECT else f"{name} {target}"
+        raw = out / f"profile-{label.replace(' ', '-')}.txt"
+        r = run_one(target, built[name], "batch", 99, tmp, 1, opts, profile=raw)
         if raw.exists():
-            found[name] = report.profile_summary(raw.read_text())
-            found[name]["run_ok"] = r.ok
+            found[label] = report.profile_summary(raw.read_text())
+            found[label]["run_ok"] = r.ok
     return found
 
 

@@ -4,6 +4,7 @@
 // socketio/client.mjs and grpc/client.mjs; no dependencies, so each peer's
 // own node_modules is enough.
 
+import { readFileSync, writeFileSync } from "node:fs";
 import { createInterface } from "node:readline";
 
 // µs of CLOCK_MONOTONIC, the clock of bench/common.py's now_us().
@@ -42,3 +43,32 @@ export const command = () =>
   pendingLines.length ? Promise.resolve(pendingLines.shift()) : new Promise((r) => (lineWaiter = r));
 
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+const STALL_MS = 5000; // a subscriber finishes when nothing arrived for this long
+const FINISH_CAP_MS = 120000;
+
+// A subscriber told `finish EXPECTED_FILE`: waits until every stream
+// ({ index, ks, error }) has its expected count or has ended, or nothing
+// arrived (stats.received) for STALL_MS.
+export async function awaitExpected(expectedPath, streams, stats) {
+  const expected = JSON.parse(readFileSync(expectedPath, "utf8"));
+  const end = Date.now() + FINISH_CAP_MS;
+  let lastTotal = -1;
+  let lastChange = Date.now();
+  while (Date.now() < end) {
+    if (streams.every((s) => s.error || s.ks.length >= (expected[String(s.index)] ?? 0))) break;
+    if (stats.received !== lastTotal) {
+      lastTotal = stats.received;
+      lastChange = Date.now();
+    } else if (Date.now() - lastChange > STALL_MS) break;
+    await sleep(20);
+  }
+}
+
+// A subscriber's results file (spec.out) and its last line, `done`.
+export function writeResults(out, streams, stats, cpuS) {
+  const conns = {};
+  for (const s of streams) conns[String(s.index)] = { ks: s.ks, lat: s.lats, error: s.error };
+  writeFileSync(out, JSON.stringify({ first_recv_us: stats.first, last_recv_us: stats.last, conns }));
+  sayLast("done", { received: stats.received, cpu_s: cpuS });
+}

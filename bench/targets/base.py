@@ -42,6 +42,8 @@ class Target(abc.ABC):
     baseline: ClassVar[bool] = True
     # It can run as several nodes behind one Redis (W5).
     clustered: ClassVar[bool] = False
+    # The workloads it runs (None: every one that does not exclude it).
+    workloads: ClassVar[tuple[str, ...] | None] = None
 
     def available(self) -> str | None:
         """None, or a note saying why it cannot run on this machine."""
@@ -52,6 +54,10 @@ class Target(abc.ABC):
         self, port: int, variants: list[str], broker: str | None, node: int, opts: Options
     ) -> list[str]:
         """The command of one server node listening on 127.0.0.1:``port``."""
+
+    def sub_addr(self, port: int) -> str:
+        """Where subscribers connect to the node whose ``server_cmd`` got ``port``."""
+        return f"127.0.0.1:{port}"
 
     @abc.abstractmethod
     def worker_cmd(self, role: str, spec: Path, opts: Options) -> list[str]:

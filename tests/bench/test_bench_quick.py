@@ -31,9 +31,11 @@ NPM_TIMEOUT_S = 180.0
 pytestmark = pytest.mark.timeout(300)
 
 
-def run_quick(out: Path, targets: str, workloads: str, clients: str = "python") -> dict[str, Any]:
+def run_quick(
+    out: Path, targets: str, workloads: str, clients: str = "python", more: list[str] | None = None
+) -> dict[str, Any]:
     args = ["--quick", "--out", str(out), "--targets", targets, "--workloads", workloads]
-    args += ["--clients", clients]
+    args += ["--clients", clients, *(more or [])]
     proc = subprocess.run(
         [sys.executable, str(RUN), *args],
         capture_output=True,
@@ -100,6 +102,33 @@ def test_node_subscribers_see_exactly_once_too(tmp_path: Path) -> None:
     assert_exactly_once(document, {"eventrouter", "bare"}, {"W1", "W2", "W4"})
     assert {r["sub_client"] for r in document["runs"]} == {"node grpc-js"}
     assert {r["pub_client"] for r in document["runs"]} == {"python grpcio"}
+
+
+def test_web_subscribers_see_exactly_once_too(tmp_path: Path) -> None:
+    # eventrouter-web: subscribers over the Connect protocol (peers/web/client.mjs),
+    # emits over gRPC; it runs W1-W4 only (W0 here is left out by the target).
+    require_tool(
+        shutil.which("node") is not None
+        and (ROOT / "node_modules" / "@grpc" / "proto-loader").is_dir(),
+        "node and the root node_modules (make node-deps)",
+    )
+    document = run_quick(tmp_path, "eventrouter-web", "W0,W1,W2,W4")
+    assert {r["workload"] for r in document["runs"]} == {"W1", "W2", "W4"}
+    assert_exactly_once(document, {"eventrouter-web"}, {"W1", "W2", "W4"})
+    assert {r["sub_client"] for r in document["runs"]} == {"node http/1.1 connect"}
+    assert "## Web subscribers" in (tmp_path / "latest.md").read_text()
+
+
+def test_baseline_rev_runs_another_commit_beside(tmp_path: Path) -> None:
+    # --baseline-rev: eventrouter@REV from a git worktree, removed afterwards.
+    require_tool(shutil.which("git") is not None and (ROOT / ".git").exists(), "a git checkout")
+    document = run_quick(tmp_path, "eventrouter", "W1", more=["--baseline-rev", "HEAD"])
+    assert_exactly_once(document, {"eventrouter", "eventrouter@HEAD"}, {"W1"})
+    assert "## Against eventrouter@HEAD" in (tmp_path / "latest.md").read_text()
+    listed = subprocess.run(
+        ["git", "worktree", "list"], capture_output=True, text=True, cwd=ROOT, check=True
+    ).stdout
+    assert "eventrouter-rev-" not in listed, "the worktree was left behind"
 
 
 def test_stalled_consumers_leave_the_others_exactly_once(tmp_path: Path) -> None:

@@ -20,24 +20,22 @@
 // ephemeral (usage) carries them in its first two token counts. An emit with
 // `pad` > 0 is an update whose ciphertext is `pad` bytes instead of 200.
 
-import { readFileSync, writeFileSync } from "node:fs";
-import { createRequire } from "node:module";
-import path from "node:path";
-import { fileURLToPath } from "node:url";
+import { readFileSync } from "node:fs";
 import { emitBytes, takeBatch } from "../batch.mjs";
 import { command, cpuSince, nowUs, say, sayLast, sleep } from "../lineproto.mjs";
+import {
+  PROTO_FILES,
+  PROTOS,
+  USER_ID_METADATA_KEY,
+  require,
+  scopeOf,
+  type,
+} from "../proto.mjs";
+import { eventReader, holdStreams, streamOf } from "../streams.mjs";
 
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", "..", "..");
-const require = createRequire(path.join(ROOT, "package.json"));
 const grpc = require("@grpc/grpc-js");
 const protoLoader = require("@grpc/proto-loader");
-const protobuf = createRequire(require.resolve("@grpc/proto-loader"))("protobufjs");
 
-const PROTOS = path.join(ROOT, "protos");
-const PROTO_FILES = ["eventrouter/v1/router_service.proto"];
-const USER_ID_METADATA_KEY = "x-eventrouter-user-id";
-const STALL_MS = 5000; // finish when nothing arrived for this long
-const FINISH_CAP_MS = 120000;
 const SUBSCRIBE_DEADLINE_MS = 3600 * 1000;
 const UNARY_DEADLINE_MS = 60 * 1000; // loadgen_pub.py's timeout=60
 const READY_DEADLINE_MS = 300 * 1000;
@@ -67,16 +65,10 @@ const definition = protoLoader.loadSync(PROTO_FILES, {
   oneofs: true,
   includeDirs: [PROTOS],
 });
-const root = new protobuf.Root();
-root.resolvePath = (_origin, target) =>
-  path.isAbsolute(target) ? target : path.join(PROTOS, target);
-root.loadSync(PROTO_FILES, { keepCase: true });
-root.resolveAll();
-const type = (name) => root.lookupType(`eventrouter.v1.${name}`);
 
 // proto-loader's service definition with protobufjs codecs that take and give
 // message objects as they are (no per-message conversion). Subscribe's
-// responses are handed over undecoded: see readEvents.
+// responses are handed over undecoded: see ../proto.mjs (readEvents).
 const service = {};
 for (const [name, method] of Object.entries(definition["eventrouter.v1.EventRouterService"])) {
   const request = type(method.requestType.type.name);
@@ -102,148 +94,8 @@ const statusName = (code) => grpc.status[code] ?? String(code);
 
 // -- subscribers ---------------------------------------------------------------
 
-// Reading a SubscribeResponse for (k, sent) of each event, from the wire.
-//
-// Decoding every event whole (protobufjs) costs about 1.2 µs, as much as the
-// router spends per delivery, nearly all of it on the update's body (a
-// google.protobuf.Value tree) that nobody reads. So after the first message
-// (ConnectionOpened, decoded whole) the stream's messages are scanned for the
-// very fields loadgen_sub.py reads, and everything else is skipped by wire
-// type: SubscribeResponse.events -> StreamEvent.update -> UpdateDelivery.payload
-// -> UpdatePayload.seq (k) and .created_at_ms (stamp), int64 varints; or
-// StreamEvent.ephemeral -> EphemeralPayload.usage -> Usage.tokens[0] (k) and
-// [1] (stamp) -> UsageEntry.value, doubles. Their numbers and types are taken
-// from the loaded .proto. Varints are read as Numbers: exact below 2^53
-// (stamps are µs, k an emit index).
-
-// The tag, (field number << 3) | wire type, of Type.field as it must be typed.
-function tagOf(typeName, fieldName, fieldType) {
-  const field = type(typeName).fields[fieldName];
-  if (field?.type !== fieldType) throw new Error(`${typeName}.${fieldName} is not ${fieldType}`);
-  const wireType = { int64: 0, double: 1 }[fieldType] ?? 2; // varint, fixed64, length-delimited
-  return (field.id << 3) | wireType;
-}
-const EVENTS = tagOf("SubscribeResponse", "events", "StreamEvent");
-const UPDATE = tagOf("StreamEvent", "update", "UpdateDelivery");
-const EPHEMERAL = tagOf("StreamEvent", "ephemeral", "EphemeralPayload");
-const PAYLOAD = tagOf("UpdateDelivery", "payload", "UpdatePayload");
-const SEQ = tagOf("UpdatePayload", "seq", "int64");
-const CREATED_AT = tagOf("UpdatePayload", "created_at_ms", "int64");
-const USAGE = tagOf("EphemeralPayload", "usage", "Usage");
-const TOKENS = tagOf("Usage", "tokens", "UsageEntry");
-const VALUE = tagOf("UsageEntry", "value", "double");
-
-let at = 0; // read position in the message being scanned
-let k = 0; // what the event being scanned carries
-let sent = 0;
-let tokens = 0;
-
-function varint(buf) {
-  let value = 0;
-  let scale = 1;
-  let byte;
-  do {
-    byte = buf[at++];
-    value += (byte & 0x7f) * scale;
-    scale *= 128;
-  } while (byte & 0x80);
-  return value;
-}
-
-function skip(buf, tag) {
-  const wireType = tag & 7;
-  if (wireType === 0) varint(buf);
-  else if (wireType === 1) at += 8;
-  else if (wireType === 2) {
-    const length = varint(buf); // first: `at += varint(buf)` would add to the old `at`
-    at += length;
-  } else if (wireType === 5) at += 4;
-  else throw new Error(`unexpected wire type ${wireType}`);
-}
-
-// A length-delimited message at `at`: readField(buf, tag) consumes each field.
-function readMessage(buf, readField) {
-  const end = varint(buf) + at;
-  while (at < end) readField(buf, varint(buf));
-  if (at !== end) throw new Error("truncated message");
-}
-
-function readDelivery(buf, tag) {
-  if (tag === PAYLOAD) readMessage(buf, readPayload);
-  else skip(buf, tag);
-}
-
-function readPayload(buf, tag) {
-  if (tag === SEQ) k = varint(buf);
-  else if (tag === CREATED_AT) sent = varint(buf);
-  else skip(buf, tag);
-}
-
-function readEphemeral(buf, tag) {
-  if (tag === USAGE) readMessage(buf, readUsage);
-  else skip(buf, tag);
-}
-
-function readUsage(buf, tag) {
-  if (tag === TOKENS) {
-    readMessage(buf, readToken);
-    tokens += 1;
-  } else skip(buf, tag);
-}
-
-function readToken(buf, tag) {
-  if (tag === VALUE) {
-    const value = Math.trunc(buf.readDoubleLE(at));
-    at += 8;
-    if (tokens === 0) k = value;
-    else if (tokens === 1) sent = value;
-  } else skip(buf, tag);
-}
-
-/** Calls onEvent(k, sent) for each update and usage ephemeral; returns the number of events. */
-function readEvents(buf, onEvent) {
-  let events = 0;
-  at = 0;
-  while (at < buf.length) {
-    const tag = varint(buf);
-    if (tag !== EVENTS) {
-      skip(buf, tag);
-      continue;
-    }
-    const end = varint(buf) + at;
-    let kind = 0;
-    k = sent = tokens = 0;
-    while (at < end) {
-      const field = varint(buf);
-      if (field === UPDATE) {
-        kind = UPDATE;
-        readMessage(buf, readDelivery);
-      } else if (field === EPHEMERAL) {
-        kind = EPHEMERAL;
-        readMessage(buf, readEphemeral);
-      } else skip(buf, field); // opened, heartbeat
-    }
-    if (at !== end) throw new Error("truncated event");
-    events += 1;
-    if (kind === UPDATE || (kind === EPHEMERAL && tokens >= 2)) onEvent(k, sent);
-  }
-  if (at !== buf.length) throw new Error("truncated response");
-  return events;
-}
-
-function scopeOf(conn) {
-  if (conn.scope === "session") return { session: { session_id: conn.scope_id } };
-  if (conn.scope === "machine") return { machine: { machine_id: conn.scope_id } };
-  return { user: {} };
-}
-
 async function subscribe(spec) {
-  const conns = spec.conns;
-  const stats = { received: 0, first: 0, last: 0 };
   const shared = spec.channel_per === "user" ? new Map() : null;
-  const limit = spec.open_concurrency ?? 200;
-  let active = 0;
-  const waiting = [];
 
   function channelFor(conn, target) {
     if (shared === null) return new Client(target, insecure, SUB_CHANNEL_OPTIONS);
@@ -254,100 +106,34 @@ async function subscribe(spec) {
   }
 
   // Resolves with the stream once its first message (ConnectionOpened) arrived.
-  const start = (conn, target) =>
+  const start = (conn, target, stats) =>
     new Promise((resolve, reject) => {
-      const s = { index: conn.index, connId: "", ks: [], lats: [], error: "", opened: false };
+      const s = streamOf(conn);
       const metadata = new grpc.Metadata({ waitForReady: true });
       metadata.set(USER_ID_METADATA_KEY, conn.user);
-      s.call = channelFor(conn, target).Subscribe({ scope: scopeOf(conn) }, metadata, {
+      const call = channelFor(conn, target).Subscribe({ scope: scopeOf(conn) }, metadata, {
         deadline: Date.now() + SUBSCRIBE_DEADLINE_MS,
       });
-      const { ks, lats } = s;
-      let now = 0;
-      const record = (index, stamp) => {
-        ks.push(index);
-        lats.push(now - stamp);
-      };
-      s.call.on("data", (buffer) => {
-        if (!s.opened) {
-          s.opened = true;
+      const read = eventReader(s, stats);
+      let opened = false;
+      call.on("data", (buffer) => {
+        if (opened) read(buffer);
+        else {
+          opened = true;
           s.connId = SubscribeResponse.decode(buffer).events[0].opened.connection_id;
           resolve(s);
-          return;
         }
-        now = nowUs();
-        let events = 0;
-        try {
-          events = readEvents(buffer, record);
-        } catch (e) {
-          s.error = `unreadable message: ${e.message}`;
-          return;
-        }
-        if (!stats.first) stats.first = now;
-        stats.last = now;
-        stats.received += events;
       });
-      s.call.on("status", (status) => {
+      call.on("status", (status) => {
         if (status.code === grpc.status.OK) s.error = "EOF";
       });
-      s.call.on("error", (e) => {
+      call.on("error", (e) => {
         if (e.code !== grpc.status.CANCELLED) s.error = `${statusName(e.code)}: ${e.details}`;
-        if (!s.opened) reject(e);
+        if (!opened) reject(e);
       });
     });
 
-  // At most `limit` streams opening at once (loadgen_sub.py's semaphore).
-  async function open(conn) {
-    while (active >= limit) await new Promise((r) => waiting.push(r));
-    active += 1;
-    try {
-      return await start(conn, spec.targets[conn.node ?? 0]);
-    } finally {
-      active -= 1;
-      waiting.shift()?.();
-    }
-  }
-
-  const streams = [];
-  let opened = 0;
-  for (const stage of [...(spec.stages ?? []), conns.length]) {
-    const batch = conns.slice(opened, stage);
-    opened = Math.max(opened, stage);
-    streams.push(...(await Promise.all(batch.map(open))));
-    if (stage < conns.length) {
-      say("stage", { opened: streams.length });
-      if ((await command()) !== "next") process.exit(0);
-    }
-  }
-  say("ready", { ids: Object.fromEntries(streams.map((s) => [String(s.index), s.connId])) });
-  const cpuStart = process.cpuUsage(); // from "ready" to just before writing the results
-  const cmd = await command();
-  if (cmd.startsWith("finish ")) {
-    // Wait until every stream has its expected count or has ended, or nothing
-    // arrives for STALL_MS.
-    const expected = JSON.parse(readFileSync(cmd.slice(7), "utf8"));
-    const end = Date.now() + FINISH_CAP_MS;
-    let lastTotal = -1;
-    let lastChange = Date.now();
-    while (Date.now() < end) {
-      if (streams.every((s) => s.error || s.ks.length >= (expected[String(s.index)] ?? 0))) break;
-      if (stats.received !== lastTotal) {
-        lastTotal = stats.received;
-        lastChange = Date.now();
-      } else if (Date.now() - lastChange > STALL_MS) break;
-      await sleep(20);
-    }
-  }
-  const cpuS = cpuSince(cpuStart);
-  const results = {};
-  for (const s of streams) results[String(s.index)] = { ks: s.ks, lat: s.lats, error: s.error };
-  writeFileSync(
-    spec.out,
-    JSON.stringify({ first_recv_us: stats.first, last_recv_us: stats.last, conns: results }),
-  );
-  // Then exit without closing thousands of channels one by one, which
-  // measures nothing: the orchestrator stops the server next, dropping them all.
-  sayLast("done", { received: stats.received, cpu_s: cpuS });
+  await holdStreams(spec, start);
 }
 
 // -- producer ------------------------------------------------------------------

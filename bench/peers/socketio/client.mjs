@@ -16,13 +16,20 @@
 // kernel's buffers fill and the server's writes queue up, until "finish"
 // resumes them and reads what was kept for them.
 
-import { readFileSync, writeFileSync } from "node:fs";
+import { readFileSync } from "node:fs";
 import { io } from "socket.io-client";
 import { emitBytes, takeBatch } from "../batch.mjs";
-import { command, cpuSince, nowUs, say, sayLast, sleep } from "../lineproto.mjs";
+import {
+  awaitExpected,
+  command,
+  cpuSince,
+  nowUs,
+  say,
+  sayLast,
+  sleep,
+  writeResults,
+} from "../lineproto.mjs";
 
-const STALL_MS = 5000;
-const FINISH_CAP_MS = 120000;
 const CIPHERTEXT = "q".repeat(200);
 
 const [mode, specPath] = process.argv.slice(2);
@@ -92,29 +99,9 @@ async function subscribe() {
   const cmd = await command();
   if (cmd.startsWith("finish ")) {
     if (spec.stall) for (const s of streams) wsOf(s).resume();
-    // Wait until every socket has its expected count or has ended, or nothing
-    // arrives for STALL_MS.
-    const expected = JSON.parse(readFileSync(cmd.slice(7), "utf8"));
-    const end = Date.now() + FINISH_CAP_MS;
-    let lastTotal = -1;
-    let lastChange = Date.now();
-    while (Date.now() < end) {
-      if (streams.every((s) => s.error || s.ks.length >= (expected[String(s.index)] ?? 0))) break;
-      if (stats.received !== lastTotal) {
-        lastTotal = stats.received;
-        lastChange = Date.now();
-      } else if (Date.now() - lastChange > STALL_MS) break;
-      await sleep(20);
-    }
+    await awaitExpected(cmd.slice(7), streams, stats);
   }
-  const cpuS = cpuSince(cpuStart);
-  const conns = {};
-  for (const s of streams) conns[String(s.index)] = { ks: s.ks, lat: s.lats, error: s.error };
-  writeFileSync(
-    spec.out,
-    JSON.stringify({ first_recv_us: stats.first, last_recv_us: stats.last, conns }),
-  );
-  sayLast("done", { received: stats.received, cpu_s: cpuS });
+  writeResults(spec.out, streams, stats, cpuSince(cpuStart));
 }
 
 // -- producer ----------------------------------------------------------------

@@ -71,13 +71,15 @@ class SubscribeStream:
         self._expiry = _schedule_expiry(state, connection, writer.subscriber)
         self._closed = False
         self._handshaking = True
+        self._beat: _Heartbeat | None = None
         assert connection.queue is not None
         self._queue: ConnectionQueue = connection.queue
 
     async def messages(self) -> AsyncGenerator[list[bytes], None]:
         """The stream's messages; ends with ``Refused`` when the server ends the stream."""
         queue, writer, state = self._queue, self._writer, self._state
-        heartbeat_ms = self._heartbeat_ms
+        beat = _Heartbeat(self._heartbeat_ms) if self._heartbeat_ms else None
+        self._beat = beat
         # The first message is never interrupted: it carries the response's
         # headers too, and it is small, so flow control cannot hold it long.
         yield self._first
@@ -86,15 +88,18 @@ class SubscribeStream:
             if queue.closure is not None:
                 break
             if not queue.has_pending():
-                if heartbeat_ms:
+                if beat is not None:
+                    beat.idle()
                     try:
-                        async with asyncio.timeout(heartbeat_ms / 1000):
-                            await queue.wait()
-                    except TimeoutError:
+                        await queue.wait()
+                    except asyncio.CancelledError:
+                        if not beat.was_due():
+                            raise
                         writer.writing = True
                         yield [heartbeat_frame()]
                         writer.writing = False
                         continue
+                    beat.waiting = False
                 else:
                     await queue.wait()
                 if queue.closure is not None:
@@ -130,6 +135,8 @@ class SubscribeStream:
         state, connection = self._state, self.connection
         if self._expiry is not None:
             self._expiry.cancel()
+        if self._beat is not None:
+            self._beat.stop()
         state.writers.pop(connection.connection_id, None)
         state.router.remove_connection(connection.user_id, connection)
         if not self._writer.broker_told:
@@ -263,6 +270,64 @@ class Subscriptions:
         # reading would wait forever, so cancel it (interrupted() says why).
         if writer.writing and writer.task is not None:
             writer.task.cancel()
+
+
+class _Heartbeat:
+    """Wakes a stream idle for ``interval_ms`` (since its last message) to send a heartbeat.
+
+    One timer per stream, armed when the stream first waits and re-armed only
+    when it fires: a wait costs a clock reading, not a timer (``asyncio.timeout``
+    per wait cost a timer, a context object and two loop look-ups per message).
+    When it fires on a stream that wrote since, it moves to that write's
+    deadline; on one still waiting past its deadline it cancels the stream's
+    task, which ``was_due`` tells from any other cancellation (the way
+    ``asyncio.timeout`` does).  The heartbeat is due ``interval_ms`` after the
+    wait began, as with a timeout per wait.
+    """
+
+    __slots__ = ("_due", "_handle", "_interval", "_loop", "_since", "_task", "waiting")
+
+    def __init__(self, interval_ms: int) -> None:
+        self._interval = interval_ms / 1000
+        self._loop = asyncio.get_running_loop()
+        self._task = asyncio.current_task()
+        self._handle: asyncio.TimerHandle | None = None
+        self._since = 0.0
+        self._due = False
+        self.waiting = False
+
+    def idle(self) -> None:
+        """The stream begins waiting for its queue."""
+        self._since = since = self._loop.time()
+        self.waiting = True
+        if self._handle is None:
+            self._handle = self._loop.call_at(since + self._interval, self._fire)
+
+    def _fire(self) -> None:
+        self._handle = None
+        if not self.waiting:
+            return  # re-armed by the next wait
+        deadline = self._since + self._interval
+        if self._loop.time() < deadline:
+            self._handle = self._loop.call_at(deadline, self._fire)
+        elif self._task is not None:
+            self._due = True
+            self._task.cancel()
+
+    def was_due(self) -> bool:
+        """On a cancellation: True when it was the heartbeat's alone (then it is absorbed)."""
+        self.waiting = False
+        if not self._due:
+            return False
+        self._due = False
+        assert self._task is not None
+        return self._task.uncancel() == 0
+
+    def stop(self) -> None:
+        self.waiting = False
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
 
 
 def _schedule_expiry(

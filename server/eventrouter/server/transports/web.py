@@ -116,7 +116,6 @@ class WebApp:
         if framing is None:
             await _plain(send, 415, "unsupported content type for this method", extra)
             return
-        call = CallInfo([(k.decode("latin-1"), v.decode("latin-1")) for k, v in headers])
         try:
             request = await self._read_request(receive, headers, framing, method.request)
         except TooLarge:
@@ -131,11 +130,17 @@ class WebApp:
         except ValueError as e:
             await _refuse(send, framing, Refused(Code.INVALID_ARGUMENT, f"request: {e}"), extra)
             return
-        if method.handler is None:
-            assert isinstance(request, pb.SubscribeRequest)
-            await self._subscribe(request, call, framing, receive, send, extra)
-        else:
+        call = CallInfo([(k.decode("latin-1"), v.decode("latin-1")) for k, v in headers])
+        if method.handler is not None:
             await self._unary(method.handler, request, call, framing, send, extra)
+            return
+        assert isinstance(request, pb.SubscribeRequest)
+        stream = await self._open(request, call, framing, send, extra)
+        # An open stream keeps this frame for its lifetime: not the request's
+        # decoded headers and message, which nothing needs any more.
+        del call, request
+        if stream is not None:
+            await self._stream(stream, framing, receive, send, extra)
 
     async def _read_request(
         self, receive: Receive, headers: Headers, framing: Framing, kind: type[Message]
@@ -187,25 +192,33 @@ class WebApp:
             data = envelope(data) + grpc_web_trailers()
         await _respond(send, 200, framing.content_type, data, extra)
 
-    async def _subscribe(
+    async def _open(
         self,
         request: pb.SubscribeRequest,
         call: CallInfo,
+        framing: Framing,
+        send: Send,
+        extra: Headers,
+    ) -> SubscribeStream | None:
+        """The stream, or None once its refusal is sent."""
+        try:
+            return await self.handlers.subscriptions.open(
+                request, call, heartbeat_default_ms=self.heartbeat_default_ms
+            )
+        except Refused as refusal:
+            await _refuse(send, framing, refusal, extra)
+            return None
+
+    async def _stream(
+        self,
+        stream: SubscribeStream,
         framing: Framing,
         receive: Receive,
         send: Send,
         extra: Headers,
     ) -> None:
-        try:
-            stream = await self.handlers.subscriptions.open(
-                request, call, heartbeat_default_ms=self.heartbeat_default_ms
-            )
-        except Refused as refusal:
-            await _refuse(send, framing, refusal, extra)
-            return
         task = asyncio.current_task()
-        gone = asyncio.Event()
-        watcher = asyncio.create_task(_watch_disconnect(receive, task, gone))
+        watcher = asyncio.create_task(_watch_disconnect(receive, task))
         try:
             await send(
                 {
@@ -223,10 +236,11 @@ class WebApp:
             await self._write_stream(stream, framing, send)
         except asyncio.CancelledError:
             ended = stream.interrupted()
-            if not gone.is_set() and ended is None:
+            gone = _went_away(watcher)
+            if not gone and ended is None:
                 raise  # not ours: the server is stopping the task
             _uncancel()
-            if ended is not None and not gone.is_set():
+            if ended is not None and not gone:
                 # The server cut it off while a write was blocked (too slow,
                 # ...): try to say so, briefly; the peer may never read it.
                 watcher.cancel()
@@ -254,15 +268,21 @@ class WebApp:
         await _end_stream(send, framing, None)  # not reached: streams end with Refused
 
 
-async def _watch_disconnect(
-    receive: Receive, task: asyncio.Task[Any] | None, gone: asyncio.Event
-) -> None:
-    """Cancel the stream's task when its client goes away (the body is already read)."""
+async def _watch_disconnect(receive: Receive, task: asyncio.Task[Any] | None) -> None:
+    """Cancel the stream's task when its client goes away (the body is already read).
+
+    It returns only then: ``_went_away`` reads that from the task itself
+    (no Event per stream).
+    """
     while (await receive())["type"] != "http.disconnect":
         pass
-    gone.set()
     if task is not None:
         task.cancel()
+
+
+def _went_away(watcher: asyncio.Task[None]) -> bool:
+    """The client went away: the disconnect watcher returned."""
+    return watcher.done() and not watcher.cancelled() and watcher.exception() is None
 
 
 def _uncancel() -> None:

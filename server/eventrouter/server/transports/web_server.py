@@ -73,6 +73,10 @@ class WebListener:
             log_config=None,
             access_log=False,
             server_header=False,
+            # The app reads no client address (credentials come in headers and
+            # the TLS peer): rewriting it from X-Forwarded-For would be a
+            # middleware call per request and a frame kept per open stream.
+            proxy_headers=False,
             date_header=False,
             backlog=BACKLOG,
             timeout_keep_alive=int(idle_timeout_s),
