@@ -104,7 +104,11 @@ class MemoryBroker(Broker):
         # coroutine per emit, and nothing here awaits.
         if isinstance(item.payload, events_pb2.UpdatePayload):
             return self.router.accept_update(
-                item.user_id, item.payload, item.recipient_filter, item.skip_connection_id
+                item.user_id,
+                item.payload,
+                item.recipient_filter,
+                item.skip_connection_id,
+                item.data,
             )
         return self.router.accept_ephemeral(
             item.user_id,
