@@ -41,17 +41,14 @@ from eventrouter.server.broker.redis_client import Call, RedisCalls
 from eventrouter.server.broker.redis_config import RedisSettings
 from eventrouter.server.broker.redis_presence import Presence
 from eventrouter.server.broker.redis_scripts import (
+    BATCH,
     CONTROL_TAG,
     EMIT,
     OPEN,
     READ,
-    LiveEphemeral,
-    LiveOpen,
-    LiveUpdate,
     StreamKeys,
-    decode_route,
     emit_call,
-    parse_message,
+    parse_open,
     user_tag,
 )
 from eventrouter.server.broker.redis_subscriber import Subscriber, Subscription
@@ -65,7 +62,6 @@ from eventrouter.server.broker.redis_watch import (
     parse_entries,
     plan_replay,
 )
-from eventrouter.server.core import wire
 from eventrouter.server.core.connections import ClientConnection
 from eventrouter.server.core.filters import RecipientFilter
 from eventrouter.server.core.history import new_epoch
@@ -423,23 +419,16 @@ class RedisBroker(WatchDelivery, Broker):
         if watch is None:
             return None
         try:
-            message = parse_message(data)
-        except ValueError:
+            if data[0] == BATCH:
+                pending = self.on_batch(watch, data)
+            else:
+                opened = self.router.registry.get(parse_open(data).connection_id)
+                if opened is not None:
+                    opened.opening = False
+                return None
+        except (ValueError, IndexError):
             log.error("malformed message on %r", channel)
             return None
-        if isinstance(message, LiveEphemeral):
-            if not watch.control:
-                target, skip = decode_route(message.route)
-                frame = wire.ephemeral_frame(message.payload)
-                self.router.deliver_ephemeral(watch.user, frame, target, skip)
-            return None
-        if isinstance(message, LiveOpen):
-            opened = self.router.registry.get(message.connection_id)
-            if opened is not None:
-                opened.opening = False
-            return None
-        assert isinstance(message, LiveUpdate)
-        pending = self.on_update(watch, message)
         if pending is None and self.router.turn_wanted:
             # Some queue filled to half: give its writer a turn before the next
             # message of a burst (the subscriber reads buffered replies without

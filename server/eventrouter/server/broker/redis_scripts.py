@@ -109,24 +109,6 @@ def decode_route(route: bytes) -> tuple[RecipientFilter, str | None]:
 # -- live messages -------------------------------------------------------------
 
 
-class LiveUpdate:
-    __slots__ = ("epoch", "offset", "payload", "route")
-
-    def __init__(self, offset: int, epoch: str, route: bytes, payload: bytes) -> None:
-        self.offset = offset
-        self.epoch = epoch
-        self.route = route
-        self.payload = payload
-
-
-class LiveEphemeral:
-    __slots__ = ("payload", "route")
-
-    def __init__(self, route: bytes, payload: bytes) -> None:
-        self.route = route
-        self.payload = payload
-
-
 class LiveOpen:
     """A connection of the user opened here, in the user's message order."""
 
@@ -136,22 +118,20 @@ class LiveOpen:
         self.connection_id = connection_id
 
 
-def parse_message(data: bytes) -> LiveUpdate | LiveEphemeral | LiveOpen:
-    """``u<offset>:<epoch>:<route len>:<route><payload>``, ``e<route len>:<route><payload>``
-    or ``o<connection id>``."""
-    if data[:1] == b"u":
-        a = data.index(b":", 1)
-        b = data.index(b":", a + 1)
-        c = data.index(b":", b + 1)
-        end = c + 1 + int(data[b + 1 : c])
-        return LiveUpdate(int(data[1:a]), data[a + 1 : b].decode(), data[c + 1 : end], data[end:])
-    if data[:1] == b"e":
-        a = data.index(b":", 1)
-        end = a + 1 + int(data[1:a])
-        return LiveEphemeral(data[a + 1 : end], data[end:])
-    if data[:1] == b"o":
-        return LiveOpen(data[1:].decode())
-    raise ValueError(f"unknown message kind {data[:1]!r}")
+# A live message is ``o<connection id>`` (an open mark) or one EMIT call's
+# events for the user, in order: ``b<epoch>\n`` then per event
+# ``u<offset>:<route len>:<payload len>:<route><payload>`` (update) or
+# ``e<route len>:<payload len>:<route><payload>`` (ephemeral).  The reader
+# walks it in place (redis_watch.WatchDelivery.on_batch): no object per event
+# but its frame.
+BATCH = 0x62  # b"b"[0]
+UPDATE = 0x75  # b"u"[0]
+
+
+def parse_open(data: bytes) -> LiveOpen:
+    if data[:1] != b"o":
+        raise ValueError(f"unknown message kind {data[:1]!r}")
+    return LiveOpen(data[1:].decode())
 
 
 # -- scripts -----------------------------------------------------------------
@@ -233,7 +213,7 @@ local function count(route)
   return reached
 end
 local epoch = nil
-local results = {}
+local results, events = {}, {}
 for i = 0, n - 1 do
   local kind, idem = ARGV[6 + 4 * i], tonumber(ARGV[7 + 4 * i])
   local route, payload = ARGV[8 + 4 * i], ARGV[9 + 4 * i]
@@ -252,16 +232,20 @@ for i = 0, n - 1 do
         redis.call('XADD', KEYS[3], 'MAXLEN', '~', max_updates, offset .. '-0',
           'p', payload, 'r', route, 't', now)
       end
-      redis.call('SPUBLISH', KEYS[5],
-        'u' .. offset .. ':' .. epoch .. ':' .. #route .. ':' .. route .. payload)
+      events[#events + 1] = 'u' .. offset .. ':' .. #route .. ':' .. #payload .. ':' .. route
       stored = count(route) .. '\\n' .. offset .. '\\n' .. epoch
     else
-      redis.call('SPUBLISH', KEYS[5], 'e' .. #route .. ':' .. route .. payload)
+      events[#events + 1] = 'e' .. #route .. ':' .. #payload .. ':' .. route
       stored = count(route) .. '\\n0\\n'
     end
+    events[#events + 1] = payload
     if idem_key then redis.call('SET', idem_key, stored, 'PX', window) end
     results[#results + 1] = '0\\n' .. stored
   end
+end
+if #events > 0 then
+  -- One message for all of them: the user's order, one read per node.
+  redis.call('SPUBLISH', KEYS[5], 'b' .. (epoch or '') .. '\\n' .. table.concat(events))
 end
 if epoch ~= nil and ttl > 0 then
   redis.call('PEXPIRE', KEYS[1], ttl)

@@ -315,6 +315,33 @@ class EventRouter(EmitChecks):
         """Queue an encoded update to this node's matching connections; returns how many."""
         return self._push_update(self.registry.select(user_id, target, skip), offset, frame)
 
+    def deliver_update_run(
+        self,
+        user_id: str,
+        items: list[tuple[int, bytes]],
+        target: RecipientFilter,
+        skip: str | None,
+    ) -> bool:
+        """``deliver_update`` for (offset, frame) updates with one filter and skip, in order.
+
+        Queued to each recipient in one step, provided every recipient's queue
+        ``takes_run`` them (the outcome of one by one); False, with nothing
+        queued, when some queue would not: the caller goes one by one then.
+        """
+        recipients = self.registry.select(user_id, target, skip)
+        queues = [c.queue for c in recipients if c.queue is not None]
+        count = len(items)
+        if queues:
+            nbytes = sum(len(frame) for _, frame in items)
+            first = items[0][0]
+            if any(not q.takes_run(count, nbytes, first) for q in queues):
+                return False
+            for queue in queues:
+                queue.push_run(items, nbytes)
+        self.stats.updates_emitted += count
+        self.stats.deliveries += len(queues) * count
+        return True
+
     def _push_update(self, recipients: list[ClientConnection], offset: int, frame: bytes) -> int:
         # Once per delivery: kept to a push and a comparison (see ConnectionQueue).
         reached = 0
