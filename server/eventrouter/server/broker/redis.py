@@ -49,6 +49,7 @@ from eventrouter.server.broker.redis_scripts import (
     StreamKeys,
     emit_call,
     parse_open,
+    stream_keys,
     user_tag,
 )
 from eventrouter.server.broker.redis_subscriber import Subscriber, Subscription
@@ -235,7 +236,18 @@ class RedisBroker(WatchDelivery, Broker):
         by_user: dict[str, list[int]] = {}
         for i, item in enumerate(items):
             by_user.setdefault(item.user_id, []).append(i)
-        calls = [self._emit_call(user, [items[i] for i in idx]) for user, idx in by_user.items()]
+        prefix, epoch = self.settings.prefix, new_epoch()
+        calls = [
+            emit_call(
+                stream_keys(prefix, user),
+                [items[i] for i in idx],
+                self._max_updates,
+                self._history_ttl_ms,
+                self._window_ms,
+                epoch,
+            )
+            for user, idx in by_user.items()
+        ]
         replies = await self.redis.eval_many(EMIT, calls)
         results: list[EmitResult | None] = [None] * len(items)
         for idx, reply in zip(by_user.values(), replies, strict=True):
@@ -245,10 +257,6 @@ class RedisBroker(WatchDelivery, Broker):
                 if dup == "1":
                     self.router.stats.duplicates += 1
         return [r for r in results if r is not None]
-
-    def _emit_call(self, user_id: str, items: list[EmitItem]) -> Call:
-        keys = StreamKeys(self.settings.prefix, user_tag(user_id))
-        return emit_call(keys, items, self._max_updates, self._history_ttl_ms, self._window_ms)
 
     # -- connections ------------------------------------------------------------
 

@@ -257,21 +257,32 @@ return results
 )
 
 
+@functools.lru_cache(maxsize=4096)
+def stream_keys(prefix: str, user_id: str) -> StreamKeys:
+    """A user's keys, made once for the users emitted to most."""
+    return StreamKeys(prefix, user_tag(user_id))
+
+
 def emit_call(
     keys: StreamKeys,
     items: Sequence[EmitItem],
     max_updates: int,
     history_ttl_ms: int,
     window_ms: int,
+    epoch: str = "",
 ) -> tuple[list[str], list[Any]]:
-    """EMIT's KEYS and ARGV for one user's items, laid out as the script reads them."""
+    """EMIT's KEYS and ARGV for one user's items, laid out as the script reads them.
+
+    ``epoch``: the candidate epoch (one per batch will do: it only has to differ
+    from the user's earlier ones); a new one if not given.
+    """
     key_list = [keys.epoch, keys.head, keys.log, keys.conns, keys.channel.decode()]
-    args: list[Any] = [new_epoch(), max_updates, history_ttl_ms, window_ms]
-    args.append(len(items))
+    args: list[Any] = [epoch or new_epoch(), max_updates, history_ttl_ms, window_ms, len(items)]
     for item in items:
         idem: str | None
-        if isinstance(item.payload, events_pb2.UpdatePayload):
-            kind, idem = "u", item.payload.id
+        payload = item.payload
+        if isinstance(payload, events_pb2.UpdatePayload):
+            kind, idem = "u", payload.id
         else:
             kind, idem = "e", item.idempotency_key
         index = 0
@@ -279,7 +290,7 @@ def emit_call(
             key_list.append(keys.idem(kind, idem))
             index = len(key_list) - 5
         route = encode_route(item.recipient_filter, item.skip_connection_id)
-        args += [kind, index, route, item.payload.SerializeToString()]
+        args += (kind, index, route, item.data or payload.SerializeToString())
     return key_list, args
 
 
