@@ -70,8 +70,14 @@ class RedisCalls:
         conn: Any = self._conn_class(
             **{**self._conn_kwargs, "host": address[0], "port": address[1]}
         )
-        async with asyncio.timeout(self.settings.timeout_s):
-            await conn.connect()
+        try:
+            async with asyncio.timeout(self.settings.timeout_s):
+                await conn.connect()
+        except BaseException:
+            # Connected, then refused (e.g. LOADING while Redis reads its AOF):
+            # close the socket rather than leave it to the garbage collector.
+            await conn.disconnect(nowait=True)
+            raise
         result: Connection = conn
         return result
 
