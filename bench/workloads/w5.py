@@ -9,9 +9,10 @@ import random
 import shutil
 from collections.abc import Callable
 
+from report.cluster import cluster_section
+
 from workloads.model import Sizes, Spec, Workload
 from workloads.w2 import random_plan, three_per_user
-from report.cluster import cluster_section
 
 
 def w5_cluster(sizes: Sizes, nodes: int = 2, seed: int = 5) -> Workload:
