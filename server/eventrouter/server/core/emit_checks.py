@@ -1,7 +1,7 @@
 """Validating an emit without changing any state (``EventRouter``'s ``check_*`` methods).
 
-Each check returns the emit's recipient filter; the ``*_data`` forms also
-return the payload serialized, which accepting the emit reuses (an emit is
+Each check returns the emit's recipient filter; ``check_emit`` also
+returns the payload serialized, which accepting the emit reuses (an emit is
 serialized once).
 """
 
@@ -33,27 +33,7 @@ class EmitChecks:
         field: str = "",
     ) -> RecipientFilter:
         """Validate an update emit without changing any state; returns its filter."""
-        return self.check_update_data(user_id, payload, recipient_filter, field)[0]
-
-    def check_update_data(
-        self,
-        user_id: str,
-        payload: events_pb2.UpdatePayload,
-        recipient_filter: FilterInput = None,
-        field: str = "",
-    ) -> tuple[RecipientFilter, bytes]:
-        """``check_update``, also returning the payload serialized (accepting reuses it)."""
-        # Field paths are prefixed only when something is refused: this runs per emit.
-        try:
-            self.limits.ids.check(user_id, "user_id")
-            data = payload.SerializeToString()
-            validate_update(payload, "update", data)
-            # The id is the idempotency key (and, in a cluster, part of a Redis
-            # key): the same rules as every other id.
-            self.limits.ids.check(payload.id, "update.id")
-            return self._checked(payload, data, recipient_filter, "update")
-        except RequestError as e:
-            raise e.under(field) if field else e from None
+        return self.check_emit(user_id, payload, recipient_filter, field)[0]
 
     def check_ephemeral(
         self,
@@ -63,34 +43,34 @@ class EmitChecks:
         field: str = "",
     ) -> RecipientFilter:
         """Validate an ephemeral emit without changing any state; returns its filter."""
-        return self.check_ephemeral_data(user_id, payload, recipient_filter, field)[0]
+        return self.check_emit(user_id, payload, recipient_filter, field)[0]
 
-    def check_ephemeral_data(
+    def check_emit(
         self,
         user_id: str,
-        payload: events_pb2.EphemeralPayload,
+        payload: events_pb2.UpdatePayload | events_pb2.EphemeralPayload,
         recipient_filter: FilterInput = None,
         field: str = "",
     ) -> tuple[RecipientFilter, bytes]:
-        """``check_ephemeral``, also returning the payload serialized."""
+        """``check_update`` or ``check_ephemeral``, also returning the payload serialized."""
+        # Field paths are prefixed only when something is refused: this runs per emit.
         try:
             self.limits.ids.check(user_id, "user_id")
             data = payload.SerializeToString()
-            validate_ephemeral(payload, "ephemeral", data)
-            return self._checked(payload, data, recipient_filter, "ephemeral")
+            if isinstance(payload, events_pb2.UpdatePayload):
+                name = "update"
+                validate_update(payload, name, data)
+                # The id is the idempotency key (and, in a cluster, part of a
+                # Redis key): the same rules as every other id.
+                self.limits.ids.check(payload.id, "update.id")
+            else:
+                name = "ephemeral"
+                validate_ephemeral(payload, name, data)
+            check_size(len(data), self.limits.max_event_bytes, name)
+            check_depth(payload, data, name)
+            return self._filter(recipient_filter), data
         except RequestError as e:
             raise e.under(field) if field else e from None
-
-    def _checked(
-        self,
-        payload: events_pb2.UpdatePayload | events_pb2.EphemeralPayload,
-        data: bytes,
-        recipient_filter: FilterInput,
-        field: str,
-    ) -> tuple[RecipientFilter, bytes]:
-        check_size(len(data), self.limits.max_event_bytes, field)
-        check_depth(payload, data, field)
-        return self._filter(recipient_filter), data
 
     def _filter(self, recipient_filter: FilterInput, field: str = "") -> RecipientFilter:
         if recipient_filter is None:

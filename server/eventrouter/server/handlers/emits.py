@@ -126,13 +126,13 @@ class Emits:
         user_id = request.user_id
         if kind == "update":
             update = request.update
-            target, data = router.check_update_data(user_id, update, recipient_filter, field)
+            target, data = router.check_emit(user_id, update, recipient_filter, field)
             self._check_id(skip, f"{field}skip_connection_id")
             labels.append((_label("update", update.body.WhichOneof("event")), recipient))
             return EmitItem(user_id, update, target, skip, None, data)
         if kind == "ephemeral":
             ephemeral = request.ephemeral
-            target, data = router.check_ephemeral_data(user_id, ephemeral, recipient_filter, field)
+            target, data = router.check_emit(user_id, ephemeral, recipient_filter, field)
             self._check_id(skip, f"{field}skip_connection_id")
             key = request.idempotency_key or None
             self._check_id(key, f"{field}idempotency_key")
