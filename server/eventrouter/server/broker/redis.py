@@ -5,14 +5,17 @@ The path of an update, as in centrifuge's ``broker_redis.go``:
 1. ``Emit`` runs one Lua script (redis_scripts.EMIT) on the user's slot: it
    checks the idempotency key, numbers the update (INCR), appends it to the
    user's log (a Stream, entry id = offset) and SPUBLISHes it on the user's
-   channel.  The script is atomic and Redis keeps one publish order per
-   channel, so every node sees a user's updates in offset order.  The emit
-   is acknowledged only after the script returned.
+   channel.  An ``EmitBatch`` is one script call per user (that user's
+   events, in order, in one published message), all of them pipelined in
+   one round trip.  The script is atomic and Redis keeps one publish order
+   per channel, so every node sees a user's updates in offset order.  The
+   emit is acknowledged only after the script returned.
 2. Each node holds one subscriber connection per Redis primary
    (redis_subscriber), subscribed to the channel of every user with a
-   connection on this node.  A message is encoded once into a frame and
-   handed to ``EventRouter.deliver_update``: the same local fan-out the
-   memory broker uses.
+   connection on this node.  A message is walked in place, each update
+   encoded once into a frame, and consecutive updates with one route are
+   handed to ``EventRouter.deliver_update_run`` (one step per queue), as the
+   memory broker does with a batch's runs.
 3. A subscriber that lost its connection recovers every missed update from
    the log before delivering live ones again; where it cannot (history
    trimmed, expired or lost), it closes the affected streams with
