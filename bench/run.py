@@ -12,8 +12,8 @@ the next round), each on a fresh server process:
 ``socketio``     bench/peers/socketio/server.mjs: Socket.IO with the same rule
 
 Workloads (workloads/, one module each): W0 no recipients, W1 fan-out, W2
-many users, W3 idle streams, W4 light paced load, W5 = W2 over two
-eventrouter nodes sharing Redis; each with unary ``emit`` and
+many users, W3 idle streams, W4 light paced load, W5n2 / W5n3 = W2 over
+two / three eventrouter nodes sharing Redis; each with unary ``emit`` and
 auto-``batch``-ed producers (W3 has no emits).
 
 One run (driver.py): server CPU, throughput, latency, lost / duplicated /
@@ -97,7 +97,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--scale", type=float, default=1.0, help="multiply emit counts (not connections) by this"
     )
-    parser.add_argument("--cluster-nodes", type=int, default=2, help="eventrouter nodes in W5")
+    parser.add_argument(
+        "--cluster-nodes",
+        type=int,
+        default=2,
+        help="nodes of a clustered workload that does not fix its own (W5n2, W5n3 do)",
+    )
     parser.add_argument(
         "--channel-per",
         choices=("stream", "user"),

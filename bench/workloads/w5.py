@@ -1,13 +1,15 @@
-"""W5 cluster: W2 over several eventrouter nodes sharing a fresh redis-server."""
+"""W5 cluster: W2 over 2 nodes (W5n2) and 3 nodes (W5n3) sharing a fresh redis-server.
+
+The report's section (report/cluster.py) sets each beside single-node W2 of the same run.
+"""
 
 from __future__ import annotations
 
 import random
 import shutil
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable
 
-from report.fmt import f
+from report.cluster import cluster_section
 
 from workloads.model import Sizes, Spec, Workload
 from workloads.w2 import random_plan, three_per_user
@@ -24,40 +26,32 @@ def w5_cluster(sizes: Sizes, nodes: int = 2, seed: int = 5) -> Workload:
     conns = three_per_user(users, nodes=nodes)
     plan = random_plan(random.Random(seed), conns, users, sizes.count("w2_emits"), nodes=nodes)
     title = f"cluster: W2 over {nodes} nodes + Redis ({users} users)"
-    return Workload("W5", title, conns, plan, nodes=nodes)
+    return Workload(f"W5n{nodes}", title, conns, plan, nodes=nodes)
+
+
+def _fixed(nodes: int) -> Callable[[Sizes, int], Workload]:
+    """W5 over ``nodes`` nodes, whatever ``--cluster-nodes`` says (both counts run in one run)."""
+
+    def build(sizes: Sizes, _cluster_nodes: int = nodes) -> Workload:
+        return w5_cluster(sizes, nodes)
+
+    return build
 
 
 def redis_missing() -> str | None:
     return None if shutil.which("redis-server") else "redis-server is not installed"
 
 
-def redis_note(cells: Mapping[str, dict[str, Any]]) -> list[str]:
-    w5 = [c for c in cells.values() if c["workload"] == "W5"]
-    if not w5:
-        return []
-    return [
-        "",
-        "W5 server CPU is the sum of the nodes; Redis CPU is separate: "
-        + ", ".join(
-            f"{c['mode']}: {f(c.get('redis_cpu_s'), 2)} s Redis vs"
-            f" {f(c.get('server_cpu_s'), 2)} s nodes"
-            f" (Redis memory {f(c.get('redis_bytes_per_retained_update'), 0)} B"
-            " per retained update)"
-            for c in w5
-        )
-        + ".",
-    ]
-
-
 # Sizes: W2's (w2_users, w2_emits).
-WORKLOADS = (
+WORKLOADS = tuple(
     Spec(
-        "W5",
-        w5_cluster,
+        f"W5n{nodes}",
+        _fixed(nodes),
         full={},
         quick={},
         needs_cluster=True,
         requires=redis_missing,
-        section=redis_note,
-    ),
+        section=cluster_section if nodes == 2 else None,
+    )
+    for nodes in (2, 3)
 )

@@ -84,7 +84,8 @@ def assert_stalled_end_cleanly(document: dict[str, Any]) -> None:
 def test_eventrouter_and_bare_ceiling_deliver_exactly_once(tmp_path: Path) -> None:
     workloads = {"W0", "W1", "W2", "W4"}
     if shutil.which("redis-server"):
-        workloads.add("W5")  # the same many-users shape over two nodes sharing Redis
+        # The same many-users shape over two and three nodes sharing Redis.
+        workloads |= {"W5n2", "W5n3"}
     document = run_quick(tmp_path, "eventrouter,bare", ",".join(sorted(workloads)))
     bare = {"W0", "W1", "W2", "W4"}
     assert_exactly_once(document, {"eventrouter"}, workloads)

@@ -171,3 +171,34 @@ def test_whatever_the_codec_writes_the_router_accepts(data: st.DataObject) -> No
         # whitespace): refused for that reason, not for its Happy JSON.
         payload.id = "".join(c for c in payload.id if c.isprintable() and not c.isspace()) or "u"
     check(EventRouter(), payload)
+
+
+def test_every_json_extras_is_the_field_whose_tag_the_router_looks_for() -> None:
+    """The router skips the extras walk when a payload lacks EXTRAS_TAG's bytes."""
+    from eventrouter.server.core.happy_json import EXTRAS_TAG
+
+    seen: set[str] = set()
+    found = 0
+
+    def visit(descriptor: Any) -> None:
+        nonlocal found
+        if descriptor.full_name in seen:
+            return
+        seen.add(descriptor.full_name)
+        for field in descriptor.fields:
+            if field.name == "json_extras":
+                found += 1
+                assert field.number == 1000, descriptor.full_name
+                assert field.message_type is not None
+            if field.message_type is not None:
+                visit(field.message_type)
+
+    visit(pb.UpdatePayload.DESCRIPTOR)
+    visit(pb.EphemeralPayload.DESCRIPTOR)
+    assert found >= 20
+    tagged = pb.UpdatePayload(
+        id="u",
+        body=pb.UpdateEvent(delete_machine=pb.DeleteMachine(machine_id="m")),
+        json_extras=hj.JsonExtras(),
+    )
+    assert EXTRAS_TAG in tagged.SerializeToString()

@@ -14,6 +14,8 @@ import asyncio
 from collections.abc import Coroutine
 from typing import Any
 
+import pytest
+
 from eventrouter.server.broker.base import EmitItem
 from eventrouter.server.broker.memory import MemoryBroker
 from eventrouter.server.broker.redis import RedisBroker
@@ -86,10 +88,21 @@ def test_single_emits_to_a_stalled_user_are_not_held() -> None:
     assert stalled.queue.over_limits
 
 
-def test_the_cluster_reader_only_yields() -> None:
+def _batch(offsets: range, route: bytes) -> bytes:
+    """One EMIT call's message (redis_scripts): ``b<epoch>\\n`` then its updates."""
+    events = b""
+    for offset in offsets:
+        payload = update_payload(f"s{offset}").SerializeToString()
+        events += b"u%d:%d:%d:%s%s" % (offset, len(route), len(payload), route, payload)
+    return b"bep0000000000\n" + events
+
+
+@pytest.mark.parametrize("per_message", [1, 199], ids=["message-per-update", "one-message"])
+def test_the_cluster_reader_only_yields(per_message: int) -> None:
     # The Redis subscriber calls on_message for each message and awaits what
-    # it returns: with a stalled queue that is at most a bare yield.  (No
-    # Redis is needed: messages are handed to the handler as they would be.)
+    # it returns: with a stalled queue that is at most a bare yield, whether
+    # the updates come one per message or all in one (an EmitBatch's run).
+    # (No Redis is needed: messages are handed to the handler as they would be.)
     router, stalled = stalled_router()
     settings = parse_broker_url("redis://127.0.0.1:1/0")
     assert settings is not None
@@ -97,15 +110,15 @@ def test_the_cluster_reader_only_yields() -> None:
     watch = broker._watch("sam")
     route = encode_route(ALL_CONNECTIONS, None)
     returned = []
-    for offset in range(1, 200):
-        payload = update_payload(f"s{offset}").SerializeToString()
-        message = b"u%d:ep0000000000:%d:%s%s" % (offset, len(route), route, payload)
+    for first in range(1, 200, per_message):
+        message = _batch(range(first, min(first + per_message, 200)), route)
         pending = broker.on_message(watch.keys.channel, message)
         if pending is not None:
             seen, _ = suspensions(pending)
             returned.append(seen)
     assert all(s is None for seen in returned for s in seen)
     assert len(returned) <= 2
+    assert watch.last == 199
     assert stalled.queue is not None
     assert stalled.queue.closure is not None
 

@@ -168,7 +168,7 @@ def test_the_graph_sees_the_imports_it_must() -> None:
     assert "eventrouter.server.broker.redis" in edges["eventrouter.server.broker.factory"]
     # `from package import name` is the package; `from package import module` the module.
     assert "eventrouter.server.config" in edges["eventrouter.server.ops.runtime"]
-    assert "eventrouter.server.core.wire" in edges["eventrouter.server.broker.redis"]
+    assert "eventrouter.server.core.wire" in edges["eventrouter.server.broker.redis_watch"]
 
 
 def _write(root: Path, files: Mapping[str, str]) -> None:

@@ -58,6 +58,8 @@ class EmitItem(NamedTuple):
     recipient_filter: RecipientFilter
     skip_connection_id: str | None
     idempotency_key: str | None = None
+    # The payload serialized (validation did it already); b"": not given.
+    data: bytes = b""
 
 
 class BrokerUnavailable(Exception):

@@ -20,13 +20,16 @@ from eventrouter.v1 import events_pb2
 def _run_end(items: Sequence[EmitItem], start: int) -> int:
     """End of the run of updates at ``start`` sharing its user, filter and skip."""
     first = items[start]
-    if not isinstance(first.payload, events_pb2.UpdatePayload):
-        return start + 1
     stop = start + 1
+    # The user first: in a batch to many users the run ends there, cheaply.
+    if stop == len(items) or items[stop].user_id != first.user_id:
+        return stop
+    if not isinstance(first.payload, events_pb2.UpdatePayload):
+        return stop
     while (
         stop < len(items)
-        and isinstance(items[stop].payload, events_pb2.UpdatePayload)
         and items[stop].user_id == first.user_id
+        and isinstance(items[stop].payload, events_pb2.UpdatePayload)
         and items[stop].skip_connection_id == first.skip_connection_id
         and items[stop].recipient_filter == first.recipient_filter
     ):
@@ -104,7 +107,11 @@ class MemoryBroker(Broker):
         # coroutine per emit, and nothing here awaits.
         if isinstance(item.payload, events_pb2.UpdatePayload):
             return self.router.accept_update(
-                item.user_id, item.payload, item.recipient_filter, item.skip_connection_id
+                item.user_id,
+                item.payload,
+                item.recipient_filter,
+                item.skip_connection_id,
+                item.data,
             )
         return self.router.accept_ephemeral(
             item.user_id,

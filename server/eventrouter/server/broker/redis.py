@@ -5,14 +5,17 @@ The path of an update, as in centrifuge's ``broker_redis.go``:
 1. ``Emit`` runs one Lua script (redis_scripts.EMIT) on the user's slot: it
    checks the idempotency key, numbers the update (INCR), appends it to the
    user's log (a Stream, entry id = offset) and SPUBLISHes it on the user's
-   channel.  The script is atomic and Redis keeps one publish order per
-   channel, so every node sees a user's updates in offset order.  The emit
-   is acknowledged only after the script returned.
+   channel.  An ``EmitBatch`` is one script call per user (that user's
+   events, in order, in one published message), all of them pipelined in
+   one round trip.  The script is atomic and Redis keeps one publish order
+   per channel, so every node sees a user's updates in offset order.  The
+   emit is acknowledged only after the script returned.
 2. Each node holds one subscriber connection per Redis primary
    (redis_subscriber), subscribed to the channel of every user with a
-   connection on this node.  A message is encoded once into a frame and
-   handed to ``EventRouter.deliver_update``: the same local fan-out the
-   memory broker uses.
+   connection on this node.  A message is walked in place, each update
+   encoded once into a frame, and consecutive updates with one route are
+   handed to ``EventRouter.deliver_update_run`` (one step per queue), as the
+   memory broker does with a batch's runs.
 3. A subscriber that lost its connection recovers every missed update from
    the log before delivering live ones again; where it cannot (history
    trimmed, expired or lost), it closes the affected streams with
@@ -42,17 +45,15 @@ from eventrouter.server.broker.redis_cluster import ClusterState
 from eventrouter.server.broker.redis_config import RedisSettings
 from eventrouter.server.broker.redis_presence import Presence
 from eventrouter.server.broker.redis_scripts import (
+    BATCH,
     CONTROL_TAG,
     EMIT,
     OPEN,
     READ,
-    LiveEphemeral,
-    LiveOpen,
-    LiveUpdate,
     StreamKeys,
-    decode_route,
     emit_call,
-    parse_message,
+    parse_open,
+    stream_keys,
     user_tag,
 )
 from eventrouter.server.broker.redis_subscriber import Subscriber, Subscription
@@ -66,7 +67,6 @@ from eventrouter.server.broker.redis_watch import (
     parse_entries,
     plan_replay,
 )
-from eventrouter.server.core import wire
 from eventrouter.server.core.connections import ClientConnection
 from eventrouter.server.core.filters import RecipientFilter
 from eventrouter.server.core.history import new_epoch
@@ -243,7 +243,18 @@ class RedisBroker(ClusterState, WatchDelivery, Broker):
         by_user: dict[str, list[int]] = {}
         for i, item in enumerate(items):
             by_user.setdefault(item.user_id, []).append(i)
-        calls = [self._emit_call(user, [items[i] for i in idx]) for user, idx in by_user.items()]
+        prefix, epoch = self.settings.prefix, new_epoch()
+        calls = [
+            emit_call(
+                stream_keys(prefix, user),
+                [items[i] for i in idx],
+                self._max_updates,
+                self._history_ttl_ms,
+                self._window_ms,
+                epoch,
+            )
+            for user, idx in by_user.items()
+        ]
         replies = await self.redis.eval_many(EMIT, calls)
         results: list[EmitResult | None] = [None] * len(items)
         for idx, reply in zip(by_user.values(), replies, strict=True):
@@ -253,10 +264,6 @@ class RedisBroker(ClusterState, WatchDelivery, Broker):
                 if dup == "1":
                     self.router.stats.duplicates += 1
         return [r for r in results if r is not None]
-
-    def _emit_call(self, user_id: str, items: list[EmitItem]) -> Call:
-        keys = StreamKeys(self.settings.prefix, user_tag(user_id))
-        return emit_call(keys, items, self._max_updates, self._history_ttl_ms, self._window_ms)
 
     # -- connections ------------------------------------------------------------
 
@@ -428,23 +435,16 @@ class RedisBroker(ClusterState, WatchDelivery, Broker):
         if watch is None:
             return None
         try:
-            message = parse_message(data)
-        except ValueError:
+            if data[0] == BATCH:
+                pending = self.on_batch(watch, data)
+            else:
+                opened = self.router.registry.get(parse_open(data).connection_id)
+                if opened is not None:
+                    opened.opening = False
+                return None
+        except (ValueError, IndexError):
             log.error("malformed message on %r", channel)
             return None
-        if isinstance(message, LiveEphemeral):
-            if not watch.control:
-                target, skip = decode_route(message.route)
-                frame = wire.ephemeral_frame(message.payload)
-                self.router.deliver_ephemeral(watch.user, frame, target, skip)
-            return None
-        if isinstance(message, LiveOpen):
-            opened = self.router.registry.get(message.connection_id)
-            if opened is not None:
-                opened.opening = False
-            return None
-        assert isinstance(message, LiveUpdate)
-        pending = self.on_update(watch, message)
         if pending is None and self.router.turn_wanted:
             # Some queue filled to half: give its writer a turn before the next
             # message of a burst (the subscriber reads buffered replies without

@@ -70,8 +70,14 @@ class RedisCalls:
         conn: Any = self._conn_class(
             **{**self._conn_kwargs, "host": address[0], "port": address[1]}
         )
-        async with asyncio.timeout(self.settings.timeout_s):
-            await conn.connect()
+        try:
+            async with asyncio.timeout(self.settings.timeout_s):
+                await conn.connect()
+        except BaseException:
+            # Connected, then refused (e.g. LOADING while Redis reads its AOF):
+            # close the socket rather than leave it to the garbage collector.
+            await conn.disconnect(nowait=True)
+            raise
         result: Connection = conn
         return result
 
@@ -146,11 +152,38 @@ class RedisCalls:
         return results
 
     async def _pipeline(self, script: str, calls: Sequence[Call]) -> list[Any]:
+        if not self.settings.cluster:
+            return await self._send_all(pack_evalsha(script_sha(script), calls), len(calls))
         pipe = self.client.pipeline(transaction=False)
         for keys, args in calls:
             pipe.execute_command("EVALSHA", script_sha(script), len(keys), *keys, *args)
         results: list[Any] = await pipe.execute(raise_on_error=False)
         return results
+
+    async def _send_all(self, packed: bytes, count: int) -> list[Any]:
+        """One connection of the pool: send ``count`` packed commands, read their replies.
+
+        What redis-py's pipeline does, without its per-argument encoding (a
+        profile of the cluster path showed it): an error reply is returned in
+        its place; anything else going wrong drops the connection, whose
+        unread replies must never reach its next user.
+        """
+        pool = self.client.connection_pool
+        conn = await pool.get_connection()
+        try:
+            await conn.send_packed_command(packed, check_health=False)
+            results: list[Any] = []
+            for _ in range(count):
+                try:
+                    results.append(await conn.read_response())
+                except ResponseError as e:
+                    results.append(e)
+            return results
+        except BaseException:
+            await conn.disconnect(nowait=True)
+            raise
+        finally:
+            await pool.release(conn)
 
     async def hdel_many(self, fields: Sequence[tuple[str, str]]) -> None:
         """HDEL (key, field) pairs, pipelined; raises BrokerUnavailable."""
@@ -170,3 +203,26 @@ class RedisCalls:
             self.reachable = False
         text = str(error)
         return BrokerUnavailable(f"Redis: {text}" if text else f"Redis: {type(error).__name__}")
+
+
+def _bulk(value: Any) -> bytes:
+    if isinstance(value, bytes):
+        data = value
+    elif isinstance(value, str):
+        data = value.encode()
+    elif isinstance(value, int):
+        data = b"%d" % value
+    else:
+        raise TypeError(f"a script argument must be bytes, str or int, not {type(value)}")
+    return b"$%d\r\n%s\r\n" % (len(data), data)
+
+
+def pack_evalsha(sha: str, calls: Sequence[Call]) -> bytes:
+    """``EVALSHA sha <keys> <args>`` per call, in RESP, in one buffer (str, bytes or int args)."""
+    head = _bulk(b"EVALSHA") + _bulk(sha)
+    out = []
+    for keys, args in calls:
+        out.append(b"*%d\r\n%s%s" % (3 + len(keys) + len(args), head, _bulk(len(keys))))
+        out.extend(map(_bulk, keys))
+        out.extend(map(_bulk, args))
+    return b"".join(out)

@@ -109,24 +109,6 @@ def decode_route(route: bytes) -> tuple[RecipientFilter, str | None]:
 # -- live messages -------------------------------------------------------------
 
 
-class LiveUpdate:
-    __slots__ = ("epoch", "offset", "payload", "route")
-
-    def __init__(self, offset: int, epoch: str, route: bytes, payload: bytes) -> None:
-        self.offset = offset
-        self.epoch = epoch
-        self.route = route
-        self.payload = payload
-
-
-class LiveEphemeral:
-    __slots__ = ("payload", "route")
-
-    def __init__(self, route: bytes, payload: bytes) -> None:
-        self.route = route
-        self.payload = payload
-
-
 class LiveOpen:
     """A connection of the user opened here, in the user's message order."""
 
@@ -136,22 +118,20 @@ class LiveOpen:
         self.connection_id = connection_id
 
 
-def parse_message(data: bytes) -> LiveUpdate | LiveEphemeral | LiveOpen:
-    """``u<offset>:<epoch>:<route len>:<route><payload>``, ``e<route len>:<route><payload>``
-    or ``o<connection id>``."""
-    if data[:1] == b"u":
-        a = data.index(b":", 1)
-        b = data.index(b":", a + 1)
-        c = data.index(b":", b + 1)
-        end = c + 1 + int(data[b + 1 : c])
-        return LiveUpdate(int(data[1:a]), data[a + 1 : b].decode(), data[c + 1 : end], data[end:])
-    if data[:1] == b"e":
-        a = data.index(b":", 1)
-        end = a + 1 + int(data[1:a])
-        return LiveEphemeral(data[a + 1 : end], data[end:])
-    if data[:1] == b"o":
-        return LiveOpen(data[1:].decode())
-    raise ValueError(f"unknown message kind {data[:1]!r}")
+# A live message is ``o<connection id>`` (an open mark) or one EMIT call's
+# events for the user, in order: ``b<epoch>\n`` then per event
+# ``u<offset>:<route len>:<payload len>:<route><payload>`` (update) or
+# ``e<route len>:<payload len>:<route><payload>`` (ephemeral).  The reader
+# walks it in place (redis_watch.WatchDelivery.on_batch): no object per event
+# but its frame.
+BATCH = 0x62  # b"b"[0]
+UPDATE = 0x75  # b"u"[0]
+
+
+def parse_open(data: bytes) -> LiveOpen:
+    if data[:1] != b"o":
+        raise ValueError(f"unknown message kind {data[:1]!r}")
+    return LiveOpen(data[1:].decode())
 
 
 # -- scripts -----------------------------------------------------------------
@@ -233,7 +213,7 @@ local function count(route)
   return reached
 end
 local epoch = nil
-local results = {}
+local results, events = {}, {}
 for i = 0, n - 1 do
   local kind, idem = ARGV[6 + 4 * i], tonumber(ARGV[7 + 4 * i])
   local route, payload = ARGV[8 + 4 * i], ARGV[9 + 4 * i]
@@ -252,16 +232,20 @@ for i = 0, n - 1 do
         redis.call('XADD', KEYS[3], 'MAXLEN', '~', max_updates, offset .. '-0',
           'p', payload, 'r', route, 't', now)
       end
-      redis.call('SPUBLISH', KEYS[5],
-        'u' .. offset .. ':' .. epoch .. ':' .. #route .. ':' .. route .. payload)
+      events[#events + 1] = 'u' .. offset .. ':' .. #route .. ':' .. #payload .. ':' .. route
       stored = count(route) .. '\\n' .. offset .. '\\n' .. epoch
     else
-      redis.call('SPUBLISH', KEYS[5], 'e' .. #route .. ':' .. route .. payload)
+      events[#events + 1] = 'e' .. #route .. ':' .. #payload .. ':' .. route
       stored = count(route) .. '\\n0\\n'
     end
+    events[#events + 1] = payload
     if idem_key then redis.call('SET', idem_key, stored, 'PX', window) end
     results[#results + 1] = '0\\n' .. stored
   end
+end
+if #events > 0 then
+  -- One message for all of them: the user's order, one read per node.
+  redis.call('SPUBLISH', KEYS[5], 'b' .. (epoch or '') .. '\\n' .. table.concat(events))
 end
 if epoch ~= nil and ttl > 0 then
   redis.call('PEXPIRE', KEYS[1], ttl)
@@ -273,21 +257,32 @@ return results
 )
 
 
+@functools.lru_cache(maxsize=4096)
+def stream_keys(prefix: str, user_id: str) -> StreamKeys:
+    """A user's keys, made once for the users emitted to most."""
+    return StreamKeys(prefix, user_tag(user_id))
+
+
 def emit_call(
     keys: StreamKeys,
     items: Sequence[EmitItem],
     max_updates: int,
     history_ttl_ms: int,
     window_ms: int,
+    epoch: str = "",
 ) -> tuple[list[str], list[Any]]:
-    """EMIT's KEYS and ARGV for one user's items, laid out as the script reads them."""
+    """EMIT's KEYS and ARGV for one user's items, laid out as the script reads them.
+
+    ``epoch``: the candidate epoch (one per batch will do: it only has to differ
+    from the user's earlier ones); a new one if not given.
+    """
     key_list = [keys.epoch, keys.head, keys.log, keys.conns, keys.channel.decode()]
-    args: list[Any] = [new_epoch(), max_updates, history_ttl_ms, window_ms]
-    args.append(len(items))
+    args: list[Any] = [epoch or new_epoch(), max_updates, history_ttl_ms, window_ms, len(items)]
     for item in items:
         idem: str | None
-        if isinstance(item.payload, events_pb2.UpdatePayload):
-            kind, idem = "u", item.payload.id
+        payload = item.payload
+        if isinstance(payload, events_pb2.UpdatePayload):
+            kind, idem = "u", payload.id
         else:
             kind, idem = "e", item.idempotency_key
         index = 0
@@ -295,7 +290,7 @@ def emit_call(
             key_list.append(keys.idem(kind, idem))
             index = len(key_list) - 5
         route = encode_route(item.recipient_filter, item.skip_connection_id)
-        args += [kind, index, route, item.payload.SerializeToString()]
+        args += (kind, index, route, item.data or payload.SerializeToString())
     return key_list, args
 
 

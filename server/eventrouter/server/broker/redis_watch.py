@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from eventrouter.server.broker.base import BrokerUnavailable
-from eventrouter.server.broker.redis_scripts import LiveUpdate, StreamKeys, decode_route
+from eventrouter.server.broker.redis_scripts import UPDATE, StreamKeys, decode_route
 from eventrouter.server.core import wire
 from eventrouter.server.core.history import HistoryEntry, ResumeFailure
 from eventrouter.server.core.queue import CloseReason
@@ -201,22 +201,123 @@ class WatchDelivery(abc.ABC):
 
     # -- live -------------------------------------------------------------------
 
-    def on_update(self, watch: Watch, message: LiveUpdate) -> Awaitable[None] | None:
-        if message.epoch in watch.retired:
-            return None
-        if watch.epoch is not None and message.epoch != watch.epoch:
-            # Subscribed all along, so nothing of the old epoch was missed; but
-            # local positions in it are void (control: nothing to do).
-            self.restart(watch, message.epoch)
-        watch.epoch = message.epoch
-        last = watch.last
-        if last is not None:
-            if message.offset <= last:
-                return None
-            if message.offset > last + 1:
-                return self._fill_then_deliver(watch, message)
-        self._deliver(watch, message.offset, message.epoch, message.route, message.payload)
+    def on_batch(self, watch: Watch, data: bytes) -> Awaitable[None] | None:
+        """One EMIT call's events for the user (see redis_scripts' message format)."""
+        header = data.index(b"\n")
+        return self._apply(watch, data, header + 1, data[1:header].decode())
+
+    def _apply(self, watch: Watch, data: bytes, pos: int, epoch: str) -> Awaitable[None] | None:
+        """Deliver the events from ``pos`` on: consecutive updates with one route as a run.
+
+        Returns what is left to do (after a gap the log fills first, or a
+        turn for the writers when a queue filled to half), or None.
+        """
+        run: list[tuple[int, bytes]] = []
+        run_route = b""
+        end = len(data)
+        while pos < end:
+            start = pos
+            update = data[pos] == UPDATE
+            offset = 0
+            if update:
+                a = data.index(b":", pos + 1)
+                offset = int(data[pos + 1 : a])
+            else:
+                a = pos
+            b = data.index(b":", a + 1)
+            c = data.index(b":", b + 1)
+            route_end = c + 1 + int(data[a + 1 : b])
+            pos = route_end + int(data[b + 1 : c])
+            route = data[c + 1 : route_end]
+            if update and epoch in watch.retired:
+                continue
+            if update and run:
+                if offset == run[-1][0] + 1 and route == run_route:
+                    run.append((offset, wire.update_frame(data[route_end:pos], offset, epoch)))
+                    continue
+                # Anything else ends the run first (delivered as it was given).
+                if not self._deliver_run(watch, epoch, run_route, run):
+                    return self._slowly_then_apply(watch, epoch, run_route, run, data, start)
+                run = []
+                if self.router.turn_wanted:
+                    return self._turn_then_apply(watch, data, start, epoch)
+            payload = data[route_end:pos]
+            if not update:
+                if run:
+                    if not self._deliver_run(watch, epoch, run_route, run):
+                        return self._slowly_then_apply(watch, epoch, run_route, run, data, start)
+                    run = []
+                if not watch.control:
+                    target, skip = decode_route(route)
+                    frame = wire.ephemeral_frame(payload)
+                    self.router.deliver_ephemeral(watch.user, frame, target, skip)
+            else:
+                if watch.epoch is not None and epoch != watch.epoch:
+                    # Subscribed all along, so nothing of the old epoch was missed;
+                    # but local positions in it are void (control: nothing to do).
+                    self.restart(watch, epoch)
+                watch.epoch = epoch
+                last = watch.last
+                if last is not None:
+                    if offset <= last:
+                        continue
+                    if offset > last + 1:
+                        return self._fill_then_apply(watch, data, start, epoch, offset)
+                if watch.control:
+                    self._deliver(watch, offset, epoch, route, payload)
+                else:
+                    run_route = route
+                    run.append((offset, wire.update_frame(payload, offset, epoch)))
+                    continue
+            if self.router.turn_wanted and pos < end:
+                return self._turn_then_apply(watch, data, pos, epoch)
+        if run and not self._deliver_run(watch, epoch, run_route, run):
+            return self._slowly_then_apply(watch, epoch, run_route, run, data, end)
         return None
+
+    def _deliver_run(
+        self, watch: Watch, epoch: str, route: bytes, run: list[tuple[int, bytes]]
+    ) -> bool:
+        """Framed updates with consecutive offsets and one route, to the local connections.
+
+        False (nothing done) when some queue would not take them in one step.
+        """
+        target, skip = decode_route(route)
+        if len(run) > 1 and not self.router.deliver_update_run(watch.user, run, target, skip):
+            return False
+        if len(run) == 1:
+            self.router.deliver_update(watch.user, run[0][0], run[0][1], target, skip)
+        watch.last = run[-1][0]
+        watch.delivered += len(run)
+        return True
+
+    async def _slowly_then_apply(
+        self,
+        watch: Watch,
+        epoch: str,
+        route: bytes,
+        run: list[tuple[int, bytes]],
+        data: bytes,
+        pos: int,
+    ) -> None:
+        """A run one update at a time, with a turn for the writers whenever a queue fills."""
+        target, skip = decode_route(route)
+        for offset, frame in run:
+            self.router.deliver_update(watch.user, offset, frame, target, skip)
+            watch.last = offset
+            watch.delivered += 1
+            if self.router.turn_wanted:
+                await self.router.take_turn()
+        await self._go_on(watch, data, pos, epoch)
+
+    async def _turn_then_apply(self, watch: Watch, data: bytes, pos: int, epoch: str) -> None:
+        await self.router.take_turn()
+        await self._go_on(watch, data, pos, epoch)
+
+    async def _go_on(self, watch: Watch, data: bytes, pos: int, epoch: str) -> None:
+        rest = self._apply(watch, data, pos, epoch) if pos < len(data) else None
+        if rest is not None:
+            await rest
 
     def _deliver(self, watch: Watch, offset: int, epoch: str, route: bytes, payload: bytes) -> None:
         watch.last = offset
@@ -228,24 +329,28 @@ class WatchDelivery(abc.ABC):
         self.router.deliver_update(watch.user, offset, frame, target, skip)
         watch.delivered += 1
 
-    async def _fill_then_deliver(self, watch: Watch, message: LiveUpdate) -> None:
+    async def _fill_then_apply(
+        self, watch: Watch, data: bytes, pos: int, epoch: str, offset: int
+    ) -> None:
+        """Read the updates before ``offset`` from the log, then go on from ``pos``."""
         last = watch.last
         assert last is not None
         missing = None
         try:
             reply = (await self.read_after([watch], [last]))[0]
-            if reply.epoch == message.epoch:
-                missing = contiguous(reply.entries, last, message.offset - 1)
+            if reply.epoch == epoch:
+                missing = contiguous(reply.entries, last, offset - 1)
         except BrokerUnavailable as e:
-            log.warning("could not read the gap %d..%d: %s", last + 1, message.offset - 1, e)
-        if watch.epoch != message.epoch:
-            return  # an open saw a newer epoch meanwhile: this message is history
+            log.warning("could not read the gap %d..%d: %s", last + 1, offset - 1, e)
+        if watch.epoch != epoch:
+            return  # an open saw a newer epoch meanwhile: these events are history
         if missing is None:
             self.lost(watch)
         else:
             for entry in missing:
-                self._deliver(watch, entry.offset, message.epoch, entry.route, entry.payload)
-        self._deliver(watch, message.offset, message.epoch, message.route, message.payload)
+                self._deliver(watch, entry.offset, epoch, entry.route, entry.payload)
+        watch.last = offset - 1
+        await self._go_on(watch, data, pos, epoch)
 
     # -- failures -----------------------------------------------------------------
 

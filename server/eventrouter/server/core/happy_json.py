@@ -29,9 +29,15 @@ from google.protobuf.message import Message
 
 from eventrouter import jsontext
 
-__all__ = ["check_ephemeral", "check_extras", "check_raw", "check_update"]
+__all__ = ["EXTRAS_TAG", "check_ephemeral", "check_extras", "check_raw", "check_update"]
 
 _EXTRAS: Final = "json_extras"
+# Every ``json_extras`` is field 1000, length-delimited: its tag's bytes.  A set
+# message field is always written with its tag, so a serialized payload that
+# lacks these two bytes has no ``json_extras`` set at any depth (their presence
+# proves nothing: the walk decides then).  tests/unit/test_core_happy_json.py
+# checks that every ``json_extras`` has this number.
+EXTRAS_TAG: Final = bytes((((1000 << 3) | 2) & 0x7F | 0x80, ((1000 << 3) | 2) >> 7))
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,13 +99,17 @@ def check_update(payload: Any, kind: str, field: str) -> None:
     if payload.HasField(_EXTRAS):
         _check_members(payload.json_extras, field)
     if kind != "raw":
-        check_extras(getattr(payload.body, kind), f"{field}.body.{kind}")
+        event = getattr(payload.body, kind)
+        if _holds_extras(event):  # rarely: the paths are formatted only then
+            check_extras(event, f"{field}.body.{kind}")
 
 
 def check_ephemeral(payload: Any, kind: str, field: str) -> None:
     """Check the ``json_extras`` of an ``EphemeralPayload`` whose event is ``kind``."""
     if kind != "raw":
-        check_extras(getattr(payload, kind), f"{field}.{kind}")
+        event = getattr(payload, kind)
+        if _holds_extras(event):
+            check_extras(event, f"{field}.{kind}")
 
 
 def _check_members(extras: Any, field: str) -> None:
@@ -107,11 +117,31 @@ def _check_members(extras: Any, field: str) -> None:
     jsontext.members(((member.key, member.json) for member in extras.members), path)
 
 
-def check_extras(message: Message, field: str) -> None:
-    """Check every ``json_extras`` set in ``message`` or below; raises ``JsonTextError``."""
+def _plan_of(message: Message) -> _Plan:
     plan = _PLANS.get(type(message))
     if plan is None:
         plan = _PLANS[type(message)] = _make_plan(message.DESCRIPTOR)
+    return plan
+
+
+def _holds_extras(message: Message) -> bool:
+    """Whether a ``JsonExtras`` is set in ``message`` or below (``check_extras``' walk)."""
+    plan = _plan_of(message)
+    if plan.has_extras and message.HasField(_EXTRAS):
+        return True
+    for oneof in plan.oneofs:
+        case = message.WhichOneof(oneof)
+        if case in plan.oneof_cases and _holds_extras(getattr(message, case)):
+            return True
+    for name in plan.singles:
+        if message.HasField(name) and _holds_extras(getattr(message, name)):
+            return True
+    return any(_holds_extras(item) for name in plan.repeated for item in getattr(message, name))
+
+
+def check_extras(message: Message, field: str) -> None:
+    """Check every ``json_extras`` set in ``message`` or below; raises ``JsonTextError``."""
+    plan = _plan_of(message)
     if plan.has_extras and message.HasField(_EXTRAS):
         _check_members(getattr(message, _EXTRAS), field)
     for oneof in plan.oneofs:

@@ -281,16 +281,18 @@ class ConnectionQueue:
             f"{self._max_bytes} bytes pending; resume from the last position",
         )
 
-    def takes_run(self, count: int, nbytes: int) -> bool:
+    def takes_run(self, count: int, nbytes: int, first_offset: int = 0) -> bool:
         """Whether ``count`` more updates of ``nbytes`` leave this queue open and under half full.
 
         Then ``push_run`` can queue them in one step with exactly the outcome
         of pushing them one by one: nothing dropped, nothing closed, no turn
-        owed to the writer.
+        owed to the writer.  ``first_offset``: the run's first offset, if
+        known; a run the replay already covered a part of is refused.
         """
+        replayed = self.replayed_through
         return (
             self.closure is None
-            and not self.replayed_through
+            and (first_offset > replayed if first_offset else not replayed)
             and len(self._pending) + count < self._crowd_count
             and self.pending_bytes + nbytes < self._crowd_bytes
         )

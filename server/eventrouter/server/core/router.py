@@ -21,13 +21,13 @@ from collections.abc import Callable, Sequence
 
 from eventrouter.server.core import wire
 from eventrouter.server.core.connections import ClientConnection
-from eventrouter.server.core.filters import ALL_CONNECTIONS, RecipientFilter
+from eventrouter.server.core.emit_checks import EmitChecks, FilterInput
+from eventrouter.server.core.filters import RecipientFilter
 from eventrouter.server.core.history import (
     HistoryEntry,
     MemoryHistory,
 )
 from eventrouter.server.core.idempotency import IdempotencyCache
-from eventrouter.server.core.nesting import check_depth
 from eventrouter.server.core.queue import CROWDED, CloseReason, ConnectionQueue
 from eventrouter.server.core.registry import ConnectionRegistry, accepts
 from eventrouter.server.core.results import (
@@ -37,17 +37,9 @@ from eventrouter.server.core.results import (
     RouterLimits,
     RouterStats,
 )
-from eventrouter.server.core.validation import (
-    InvalidArgument,
-    RequestError,
-    check_size,
-    filter_from_proto,
-    validate_ephemeral,
-    validate_update,
-)
-from eventrouter.v1 import events_pb2, routing_pb2
+from eventrouter.server.core.validation import InvalidArgument
+from eventrouter.v1 import events_pb2
 
-FilterInput = RecipientFilter | routing_pb2.RecipientFilter | None
 SkipInput = ClientConnection | str | None
 
 # At most this many bytes, besides the epoch, wrap a payload into a stream
@@ -56,7 +48,7 @@ SkipInput = ClientConnection | str | None
 _FRAME_OVERHEAD = 4 * (1 + 5) + (1 + 10) + (1 + 2)
 
 
-class EventRouter:
+class EventRouter(EmitChecks):
     """Routes a user's events to the subset of that user's connections a filter selects."""
 
     def __init__(self, limits: RouterLimits | None = None, node_id: str | None = None) -> None:
@@ -184,46 +176,6 @@ class EventRouter:
 
     # -- emitting --------------------------------------------------------
 
-    def check_update(
-        self,
-        user_id: str,
-        payload: events_pb2.UpdatePayload,
-        recipient_filter: FilterInput = None,
-        field: str = "",
-    ) -> RecipientFilter:
-        """Validate an update emit without changing any state; returns its filter."""
-        # Field paths are prefixed only when something is refused: this runs per emit.
-        try:
-            self.limits.ids.check(user_id, "user_id")
-            validate_update(payload, "update")
-            # The id is the idempotency key (and, in a cluster, part of a Redis
-            # key): the same rules as every other id.
-            self.limits.ids.check(payload.id, "update.id")
-            data = payload.SerializeToString()
-            check_size(len(data), self.limits.max_event_bytes, "update")
-            check_depth(payload, data, "update")
-            return self._filter(recipient_filter)
-        except RequestError as e:
-            raise e.under(field) if field else e from None
-
-    def check_ephemeral(
-        self,
-        user_id: str,
-        payload: events_pb2.EphemeralPayload,
-        recipient_filter: FilterInput = None,
-        field: str = "",
-    ) -> RecipientFilter:
-        """Validate an ephemeral emit without changing any state; returns its filter."""
-        try:
-            self.limits.ids.check(user_id, "user_id")
-            validate_ephemeral(payload, "ephemeral")
-            data = payload.SerializeToString()
-            check_size(len(data), self.limits.max_event_bytes, "ephemeral")
-            check_depth(payload, data, "ephemeral")
-            return self._filter(recipient_filter)
-        except RequestError as e:
-            raise e.under(field) if field else e from None
-
     def emit_update(
         self,
         user_id: str,
@@ -241,14 +193,15 @@ class EventRouter:
         payload: events_pb2.UpdatePayload,
         target: RecipientFilter,
         skip: str | None,
+        data: bytes = b"",
     ) -> EmitResult:
-        """``emit_update`` for an update ``check_update`` already accepted."""
+        """``emit_update`` for a checked update (``data``: it serialized, if known)."""
         key = (user_id, "u", payload.id)
         earlier = self._recent.get(key)
         if earlier is not None:
             self.stats.duplicates += 1
             return EmitResult(earlier.reached, True, earlier.offset, earlier.epoch)
-        entry = self.history.append(user_id, payload.SerializeToString(), target, skip)
+        entry = self.history.append(user_id, data or payload.SerializeToString(), target, skip)
         recipients = self.registry.select(user_id, target, skip)
         # Encoded only when a connection here receives it (a replay encodes it then).
         frame = entry.frame() if recipients else b""
@@ -266,14 +219,11 @@ class EventRouter:
     ) -> list[EmitResult]:
         """``accept_update`` for consecutive updates with one user, filter and skip.
 
-        A burst to one user (a session streaming messages, an EmitBatch) is
-        queued to each recipient in one step instead of one push per update
-        and recipient.  It takes the longest prefix of ``payloads`` whose ids
-        are new, provided no recipient's queue would be left half full (the
-        one-by-one path lets writers drain there); that prefix gets exactly
-        the numbering, results and queue contents ``accept_update`` would
-        give it one at a time.  Returns the prefix's results: empty when the
-        caller should go one by one.
+        Queued to each recipient in one step: the longest prefix of new ids,
+        provided no recipient's queue would be left half full (one by one,
+        writers drain there), with exactly the numbering, results and queue
+        contents ``accept_update`` gives one at a time.  Returns the prefix's
+        results: empty when the caller should go one by one.
         """
         keys: dict[tuple[str, str, str], None] = {}
         run: list[events_pb2.UpdatePayload] = []
@@ -352,13 +302,6 @@ class EventRouter:
             self._recent.put(key, result)
         return result
 
-    def _filter(self, recipient_filter: FilterInput, field: str = "") -> RecipientFilter:
-        if recipient_filter is None:
-            return ALL_CONNECTIONS
-        if isinstance(recipient_filter, routing_pb2.RecipientFilter):
-            return filter_from_proto(recipient_filter, f"{field}recipient_filter", self.limits.ids)
-        return recipient_filter
-
     # -- local fan-out (brokers call these) -------------------------------
 
     def deliver_update(
@@ -371,6 +314,33 @@ class EventRouter:
     ) -> int:
         """Queue an encoded update to this node's matching connections; returns how many."""
         return self._push_update(self.registry.select(user_id, target, skip), offset, frame)
+
+    def deliver_update_run(
+        self,
+        user_id: str,
+        items: list[tuple[int, bytes]],
+        target: RecipientFilter,
+        skip: str | None,
+    ) -> bool:
+        """``deliver_update`` for (offset, frame) updates with one filter and skip, in order.
+
+        Queued to each recipient in one step, provided every recipient's queue
+        ``takes_run`` them (the outcome of one by one); False, with nothing
+        queued, when some queue would not: the caller goes one by one then.
+        """
+        recipients = self.registry.select(user_id, target, skip)
+        queues = [c.queue for c in recipients if c.queue is not None]
+        count = len(items)
+        if queues:
+            nbytes = sum(len(frame) for _, frame in items)
+            first = items[0][0]
+            if any(not q.takes_run(count, nbytes, first) for q in queues):
+                return False
+            for queue in queues:
+                queue.push_run(items, nbytes)
+        self.stats.updates_emitted += count
+        self.stats.deliveries += len(queues) * count
+        return True
 
     def _push_update(self, recipients: list[ClientConnection], offset: int, frame: bytes) -> int:
         # Once per delivery: kept to a push and a comparison (see ConnectionQueue).

@@ -38,11 +38,12 @@ class Emits:
         service = self._authorize(call, (request,))
         if self._state.limits.emit_rate_per_service > 0:
             await self._take_rate(service, (request,))
+        labels: list[tuple[str, str]] = []
         try:
-            item = self._check(request, "")
+            item = self._check(request, "", labels)
         except RequestError as e:
             raise self._refused((request,), e) from None
-        results = await self._accept((request,), [item])
+        results = await self._accept((request,), [item], labels)
         return emit_response(results[0])
 
     async def emit_batch(
@@ -55,10 +56,11 @@ class Emits:
         try:
             # Validate everything first: a bad emit refuses the whole batch
             # before any of it is delivered.
-            items = [self._check(emit, f"emits[{i}].") for i, emit in enumerate(emits)]
+            labels: list[tuple[str, str]] = []
+            items = [self._check(emit, f"emits[{i}].", labels) for i, emit in enumerate(emits)]
         except RequestError as e:
             raise self._refused(emits, e) from None
-        results = await self._accept(emits, items)
+        results = await self._accept(emits, items, labels)
         return emit_batch_response(results)
 
     def _authorize(self, call: CallInfo, requests: Sequence[pb.EmitRequest]) -> str:
@@ -86,7 +88,10 @@ class Emits:
             )
 
     async def _accept(
-        self, requests: Sequence[pb.EmitRequest], items: list[EmitItem]
+        self,
+        requests: Sequence[pb.EmitRequest],
+        items: list[EmitItem],
+        labels: list[tuple[str, str]],
     ) -> list[EmitResult]:
         state = self._state
         try:
@@ -95,8 +100,8 @@ class Emits:
             self._count(requests, "unavailable")
             raise Refused(Code.UNAVAILABLE, f"broker unavailable: {e}") from None
         counts = state.emit_counts
-        for request, result in zip(requests, results, strict=True):
-            counts[emit_labels(request, "duplicate" if result.duplicate else "ok")] += 1
+        for (kind, recipient), result in zip(labels, results, strict=True):
+            counts[kind, recipient, "duplicate" if result.duplicate else "ok"] += 1
         return results
 
     def _refused(self, requests: Iterable[pb.EmitRequest], error: RequestError) -> Refused:
@@ -114,28 +119,38 @@ class Emits:
         for request in requests:
             counts[emit_labels(request, result)] += 1
 
-    def _check(self, request: pb.EmitRequest, field: str) -> EmitItem:
-        """Validate one emit (no state changes) into what the broker accepts."""
+    def _check(
+        self, request: pb.EmitRequest, field: str, labels: list[tuple[str, str]]
+    ) -> EmitItem:
+        """Validate one emit (no state changes) into what the broker accepts.
+
+        Appends its metric labels (as ``emit_labels``) to ``labels``.
+        """
         router = self._state.router
         kind = request.WhichOneof("payload")
         recipient_filter = (
             request.recipient_filter if request.HasField("recipient_filter") else None
+        )
+        recipient = (
+            _ALL if recipient_filter is None else recipient_filter.WhichOneof("filter") or _ALL
         )
         skip = request.skip_connection_id or None
         # Each read of a string or message field builds a new Python object: once each.
         user_id = request.user_id
         if kind == "update":
             update = request.update
-            target = router.check_update(user_id, update, recipient_filter, field)
+            target, data = router.check_emit(user_id, update, recipient_filter, field)
             self._check_id(skip, f"{field}skip_connection_id")
-            return EmitItem(user_id, update, target, skip)
+            labels.append((_label("update", update.body.WhichOneof("event")), recipient))
+            return EmitItem(user_id, update, target, skip, None, data)
         if kind == "ephemeral":
             ephemeral = request.ephemeral
-            target = router.check_ephemeral(user_id, ephemeral, recipient_filter, field)
+            target, data = router.check_emit(user_id, ephemeral, recipient_filter, field)
             self._check_id(skip, f"{field}skip_connection_id")
             key = request.idempotency_key or None
             self._check_id(key, f"{field}idempotency_key")
-            return EmitItem(user_id, ephemeral, target, skip, key)
+            labels.append((_label("ephemeral", ephemeral.WhichOneof("event")), recipient))
+            return EmitItem(user_id, ephemeral, target, skip, key, data)
         router.limits.ids.check(request.user_id, f"{field}user_id")
         raise InvalidArgument(f"{field}payload", "required: set update or ephemeral")
 
@@ -143,3 +158,15 @@ class Emits:
         """An optional id (skip, idempotency key) follows the same rules as every id."""
         if value is not None:
             self._state.router.limits.ids.check(value, field)
+
+
+_ALL = "all_user_authenticated_connections"
+_LABELS: dict[tuple[str, str | None], str] = {}
+
+
+def _label(payload: str, event: str | None) -> str:
+    """``emit_labels``' payload label ("update:new_message"), formatted once per kind."""
+    label = _LABELS.get((payload, event))
+    if label is None:
+        label = _LABELS[payload, event] = f"{payload}:{event}"
+    return label
