@@ -729,7 +729,12 @@ async def test_stop_ends_streams_and_refuses_new_ones() -> None:
             assert "shutting down" in (status.details() or "")
             with pytest.raises(grpc.aio.AioRpcError) as info:
                 await subscribe(stub, "stan", USER)
-            assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+            # Refused by the router ("shutting down"), by a closed listener
+            # (both UNAVAILABLE) or, when the call arrives as grpc's own stop
+            # begins, cancelled by grpc before any handler runs (seen in 1 run
+            # of 3): the client library reconnects on all of them.
+            assert info.value.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED)
+            assert len(server.router.registry) == 0  # nothing half-registered
         finally:
             async with asyncio.timeout(10):
                 await stopping

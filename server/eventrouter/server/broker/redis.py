@@ -443,7 +443,7 @@ class RedisBroker(ClusterState, WatchDelivery, Broker):
                     opened.opening = False
                 return None
         except (ValueError, IndexError):
-            log.error("malformed message on %r", channel)
+            log.error("malformed message on %r (a node of another release?)", channel)
             return None
         if pending is None and self.router.turn_wanted:
             # Some queue filled to half: give its writer a turn before the next
