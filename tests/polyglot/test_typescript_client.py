@@ -9,9 +9,8 @@ server, HTTP/2 cleartext). And the payload bytes of every Happy wire case
 agree between the Python and the TypeScript codecs, both ways.
 
 The Connect and gRPC-Web transports run the same server tests against the
-server's web listener, once ``eventrouter serve`` has ``--web-listen``: until
-then they skip, saying so (the web listener is other work). Nothing else is
-needed to enable them.
+server's web listener (``eventrouter serve --web-listen``); they would skip,
+saying so, only on an ``eventrouter`` without that flag.
 """
 
 from __future__ import annotations
