@@ -189,7 +189,7 @@ $(BENCH_PEER)/node_modules/.installed: $(BENCH_PEER)/package.json $(BENCH_PEER)/
 
 bench-deps: $(BENCH_STAMP) $(BENCH_PEER)/node_modules/.installed node-deps  ## matplotlib, the Socket.IO peer's npm packages, grpc-js (Node subscribers)
 
-bench: bench-deps  ## full benchmark vs Socket.IO and bare grpc.aio (~8-10 min); results in bench/results/
+bench: bench-deps  ## full benchmark vs Socket.IO and bare grpc.aio (~25 min on 2 cores); results in bench/results/
 	$(PY) bench/run.py $(BENCH_ARGS)
 	@echo "bench: results in bench/results/ (latest.md, latest.json, latest.png)"
 

@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         " with the project installed); default: this one",
     )
     parser.add_argument(
-        "--profile", action="store_true", help="also profile the eventrouter under W1/W2 (py-spy)"
+        "--profile", action="store_true", help="also profile the eventrouter under W1/W2 (and a W5n2 node) (py-spy)"
     )
     parser.add_argument(
         "--baseline-rev",
@@ -276,13 +276,16 @@ def run_profiles(
 ) -> dict[str, Any]:
     """Profile the eventrouter under W1 and W2 with batched producers (not measured runs).
 
-    ``also``: more targets (eventrouter-web) profiled under W2.
+    ``also``: more targets (eventrouter-web) profiled under W2.  W5n2, when it
+    runs, is profiled on its first node (the nodes are alike): what a cluster
+    node does per event that a single node does not.
     """
     if py_spy() is None:
         return {"error": "py-spy not installed (pip install py-spy)"}
     found: dict[str, Any] = {}
     jobs = [(name, SUBJECT) for name in ("W1", "W2") if name in built]
     jobs += [("W2", target) for target in also]
+    jobs += [("W5n2", SUBJECT)] if "W5n2" in built else []
     for name, target in jobs:
         label = name if target == SUBJECT else f"{name} {target}"
         raw = out / f"profile-{label.replace(' ', '-')}.txt"
