@@ -124,7 +124,9 @@ def main(argv: list[str] | None = None) -> int:
         " with the project installed); default: this one",
     )
     parser.add_argument(
-        "--profile", action="store_true", help="also profile the eventrouter under W1/W2 (and a W5n2 node) (py-spy)"
+        "--profile",
+        action="store_true",
+        help="also profile the eventrouter under W1/W2 (and a W5n2 node) (py-spy)",
     )
     parser.add_argument(
         "--baseline-rev",
@@ -283,7 +285,7 @@ def run_profiles(
     if py_spy() is None:
         return {"error": "py-spy not installed (pip install py-spy)"}
     found: dict[str, Any] = {}
-    jobs = [(name, SUBJECT) for name in ("W1", "W2") if name in built]
+    jobs: list[tuple[str, str]] = [(name, SUBJECT) for name in ("W1", "W2") if name in built]
     jobs += [("W2", target) for target in also]
     jobs += [("W5n2", SUBJECT)] if "W5n2" in built else []
     for name, target in jobs:
