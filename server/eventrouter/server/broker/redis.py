@@ -44,6 +44,7 @@ from eventrouter.server.broker.redis_client import Call, RedisCalls
 from eventrouter.server.broker.redis_cluster import ClusterState
 from eventrouter.server.broker.redis_config import RedisSettings
 from eventrouter.server.broker.redis_presence import Presence
+from eventrouter.server.broker.redis_replay import ReplayShares
 from eventrouter.server.broker.redis_scripts import (
     BATCH,
     CONTROL_TAG,
@@ -65,7 +66,6 @@ from eventrouter.server.broker.redis_watch import (
     decode_control,
     encode_control,
     parse_entries,
-    plan_replay,
 )
 from eventrouter.server.core.connections import ClientConnection
 from eventrouter.server.core.filters import RecipientFilter
@@ -98,6 +98,7 @@ class RedisBroker(ClusterState, WatchDelivery, Broker):
         self._subscriber: Subscriber | None = None
         self._presence: Presence | None = None
         self._watches: dict[str, Watch] = {}
+        self.replays = ReplayShares(router.registry)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._loops: list[asyncio.Task[None]] = []
 
@@ -116,7 +117,7 @@ class RedisBroker(ClusterState, WatchDelivery, Broker):
         assert self._presence is not None, "RedisBroker.start() was not called"
         return self._presence
 
-    # -- lifecycle -----------------------------------------------------------
+    # -- lifecycle
 
     async def start(self) -> None:
         s = self.settings
@@ -215,7 +216,7 @@ class RedisBroker(ClusterState, WatchDelivery, Broker):
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    # -- emitting ---------------------------------------------------------------
+    # -- emitting
 
     async def emit_update(
         self,
@@ -265,7 +266,7 @@ class RedisBroker(ClusterState, WatchDelivery, Broker):
                     self.router.stats.duplicates += 1
         return [r for r in results if r is not None]
 
-    # -- connections ------------------------------------------------------------
+    # -- connections
 
     async def open(
         self, connection: ClientConnection, resume_from: tuple[int, str] | None
@@ -291,24 +292,28 @@ class RedisBroker(ClusterState, WatchDelivery, Broker):
             self.router.register(connection)
             registered = True
             seen = watch.delivered
-            after = -1 if resume_from is None else resume_from[0]
             value = self.presence.value(connection)
-            epoch, head, now_ms, raw = await self._open_script(
-                watch.keys, "c:" + connection.connection_id, value, after, self._history_ttl_ms
-            )
-            if not self.subscriber.current(sub, generation):
-                raise BrokerUnavailable("the Redis subscription was interrupted; retry")
-            if watch.epoch is None:
-                watch.epoch = epoch
-            elif watch.epoch != epoch:
-                if watch.delivered != seen:
-                    raise BrokerUnavailable("the user's history was reset while opening; retry")
-                self.restart(watch, epoch)
-            status, failure, entries = plan_replay(
-                resume_from, epoch, head, now_ms, parse_entries(raw), self._limits()
-            )
-            replayed = self.router.queue_replay(connection, entries)
-            assert connection.queue is not None
+            field, ttl = "c:" + connection.connection_id, self._history_ttl_ms
+            # Resumes share what they read (redis_replay).
+            async with self.replays.reading(user, resume_from) as read_after:
+                epoch, head, now_ms, raw = await self._open_script(
+                    watch.keys, field, value, read_after, ttl
+                )
+                if not self.subscriber.current(sub, generation):
+                    raise BrokerUnavailable("the Redis subscription was interrupted; retry")
+                if watch.epoch is None:
+                    watch.epoch = epoch
+                elif watch.epoch != epoch:
+                    if watch.delivered != seen:
+                        raise BrokerUnavailable("the user's history was reset while opening; retry")
+                    self.restart(watch, epoch)
+                status, failure, replay = self.replays.plan(
+                    user, resume_from, read_after, epoch, head, now_ms, raw, self._limits()
+                )
+                assert connection.queue is not None
+                if resume_from is not None:
+                    self.replays.follow(connection)
+                replayed = self.router.queue_replay(connection, replay)
             connection.queue.push_replay((), through_offset=head)
             watch.positions[connection.connection_id] = (head, epoch)
             self.router.count_resume(status)
@@ -325,6 +330,7 @@ class RedisBroker(ClusterState, WatchDelivery, Broker):
         finally:
             watch.opening -= 1
             self._release(watch)
+            self.replays.settle(user)
 
     def _limits(self) -> tuple[int, int]:
         return self._max_updates, self._max_age_ms
@@ -362,6 +368,7 @@ class RedisBroker(ClusterState, WatchDelivery, Broker):
         if watch is not None:
             watch.positions.pop(connection.connection_id, None)
             self._release(watch)
+        self.replays.settle(connection.user_id)
         self._spawn(self.presence.forget([(connection.user_id, connection.connection_id)]))
 
     def _watch(self, user: str) -> Watch:
@@ -381,7 +388,7 @@ class RedisBroker(ClusterState, WatchDelivery, Broker):
             del self.by_channel[watch.keys.channel]
             self.subscriber.unsubscribe(watch.keys.channel)
 
-    # -- presence ---------------------------------------------------------------
+    # -- presence
 
     async def connections(self, user_id: str) -> list[ConnectionRecord]:
         return await self.presence.connections(user_id)
@@ -394,7 +401,7 @@ class RedisBroker(ClusterState, WatchDelivery, Broker):
             except BrokerUnavailable as e:
                 log.debug("presence refresh failed: %s", e)
 
-    # -- cluster-wide Disconnect -----------------------------------------------
+    # -- cluster-wide Disconnect
 
     async def broadcast_disconnect(self, request: pb.DisconnectRequest) -> None:
         keys = self.control.keys
@@ -416,7 +423,7 @@ class RedisBroker(ClusterState, WatchDelivery, Broker):
             return
         log.info("Disconnect from node %s ended %d streams here", origin, ended)
 
-    # -- reading the log (WatchDelivery needs these) ------------------------------
+    # -- reading the log (WatchDelivery needs these)
 
     async def read_after(self, watches: Sequence[Watch], after: Sequence[int]) -> list[Reply]:
         calls: list[Call] = [

@@ -114,6 +114,7 @@ class ConnectionQueue:
         "dropped_ephemeral",
         "limits",
         "on_dropped",
+        "on_replay_done",
         "on_too_slow",
         "pending_bytes",
         "pending_since",
@@ -139,6 +140,9 @@ class ConnectionQueue:
         # Told when the queue closed itself as too slow outside a push (its
         # grace ran out on a timer), so the router unregisters the connection.
         self.on_too_slow: Callable[[], None] | None = None
+        # Told when a replay is over (all written, or the queue closed): a
+        # cluster node then lets go of the entries its resuming streams share.
+        self.on_replay_done: Callable[[], None] | None = None
         # (offset, frame) pairs, oldest first; offset 0 marks an ephemeral event.
         self._pending: deque[tuple[int, bytes]] = deque()
         # Replay: retained entries to send before anything pending, from _replay_at
@@ -230,6 +234,7 @@ class ConnectionQueue:
                 self._close_too_slow()
             else:
                 self._dropped(1)
+                self._end_overdraft_if_back()
             return REFUSED
         if not self._pending:
             self._became_non_empty()
@@ -241,7 +246,14 @@ class ConnectionQueue:
             self._over_since = time.monotonic()
             self._arm_grace()
             return CROWDED
+        self._end_overdraft_if_back()
         return QUEUED
+
+    def _end_overdraft_if_back(self) -> None:
+        # The ephemerals a push dropped may have brought the queue back within
+        # its limits: that ends the overdraft as a writer's drain would.
+        if self._over_since and self._within_limits():
+            self._end_overdraft()
 
     def _in_grace(self) -> bool:
         return time.monotonic() - self._over_since < self._grace_s
@@ -352,8 +364,11 @@ class ConnectionQueue:
             # let it go now (a stalled consumer's handler may linger).
             self._pending = deque()
             self.pending_bytes = self.pending_updates = 0
+            replaying = self.replaying
             self._replay, self._replay_at, self._replay_next = (), 0, None
             self._wake()
+            if replaying and self.on_replay_done is not None:
+                self.on_replay_done()
 
     def _fits(self, size: int, max_events: int, max_bytes: int) -> bool:
         """Whether one more frame of ``size`` stays within these bounds."""
@@ -386,6 +401,11 @@ class ConnectionQueue:
 
     def _replay_left(self) -> int:
         return len(self._replay) - self._replay_at
+
+    @property
+    def replaying(self) -> bool:
+        """Replayed entries are still to be written."""
+        return self._replay_at < len(self._replay)
 
     @property
     def depth(self) -> int:
@@ -460,8 +480,12 @@ class ConnectionQueue:
             self._replay_at += 1
             used += len(frame)
             out.append(frame)
+        if not replay:
+            return out, used
         # All sent: drop the references to the history entries.
         self._replay, self._replay_at = (), 0
+        if self.on_replay_done is not None:
+            self.on_replay_done()
         return out, used
 
     def _took(self, out: list[bytes]) -> list[bytes]:
