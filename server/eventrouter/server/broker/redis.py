@@ -67,6 +67,7 @@ from eventrouter.server.broker.redis_watch import (
     encode_control,
     parse_entries,
 )
+from eventrouter.server.broker.stopping import cancel_all
 from eventrouter.server.core.connections import ClientConnection
 from eventrouter.server.core.filters import RecipientFilter
 from eventrouter.server.core.history import new_epoch
@@ -157,9 +158,7 @@ class RedisBroker(ClusterState, WatchDelivery, Broker):
         pending = list(self._tasks)
         if pending:
             await asyncio.wait(pending, timeout=self.settings.timeout_s)
-        for task in [*self._loops, *self._tasks]:
-            task.cancel()
-        await asyncio.gather(*self._loops, *self._tasks, return_exceptions=True)
+        await cancel_all([*self._loops, *self._tasks], self.settings.timeout_s)
         if self._subscriber is not None:
             await self._subscriber.close()
         if self._redis is not None:

@@ -33,6 +33,8 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
+from eventrouter.server.broker.stopping import cancel_all
+
 log = logging.getLogger("eventrouter.server.broker.redis")
 
 Address = tuple[str, int]
@@ -184,7 +186,11 @@ class _Shard:
         finally:
             for task in (reader, pinger):
                 task.cancel()
-            await asyncio.gather(reader, pinger, return_exceptions=True)
+            # Closing the connection first wakes a read with EOF even if it let
+            # its cancellation go (see stopping.cancel_all), then they end.
+            with contextlib.suppress(Exception):
+                await conn.disconnect(nowait=True)
+            await cancel_all((reader, pinger), self.owner.timeout_s)
 
     def _end_session(self) -> None:
         self._conn = None
@@ -395,8 +401,6 @@ class Subscriber:
 
     async def close(self) -> None:
         tasks = [shard.task for shard in self._shards.values()] + list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await cancel_all(tasks, self.timeout_s)
         self._shards.clear()
         self._subs.clear()
