@@ -215,7 +215,11 @@ async def test_two_workers_share_one_port_route_by_the_rule_and_drain(
     async with running_workers(tmp_path, *args) as workers:
         assert workers.count == 2
         assert len(workers.nodes()) == 2
-        # Both workers listen on both ports: gRPC and the web listener.
+        # Both workers listen on both ports: gRPC and the web listener (its
+        # line follows the listening line, a moment later).
+        await wait_until(
+            lambda: WEB.search(workers.log()) is not None, START_DEADLINE_S, "the web line"
+        )
         found = WEB.search(workers.log())
         assert found is not None, workers.log()
         web_port = int(found.group(1))
